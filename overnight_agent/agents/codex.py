@@ -1,0 +1,217 @@
+"""The Codex CLI backend (`codex exec --json`, measured against codex-cli 0.169.0).
+
+Owns: the exact argv of a fresh exec and of a resume (sandbox, model and reasoning effort on
+every call, since none is stored with the thread), parsing the `--json` event stream, typing how
+an attempt ended, the environment codex gets, and finding threads in `$CODEX_HOME/sessions/`.
+Must not: start processes, write state, or touch the operator's `config.toml`.
+"""
+import json
+import os
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from .. import gitops
+from . import base
+from .base import AttemptView, Event, Outcome
+
+# Passed through to codex when set; everything else in the supervisor's environment stays out.
+ENV_ALLOWLIST = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ",
+                 "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS")
+ENV_PREFIX_ALLOWLIST = ("LC_",)
+PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "CODEX_API_KEY")
+
+_UNKNOWN_THREAD = re.compile(r"no rollout found for thread id", re.I)
+_THREAD_BUSY = re.compile(r"already has an active writer", re.I)
+_USAGE_LIMIT = re.compile(r"usage limit|usage_limit_reached|quota", re.I)
+_RATE_LIMIT = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
+_SERVER = re.compile(r"\b5\d\d\b|high demand|server.?error|overloaded|internal error|"
+                     r"stream disconnected|idle timeout", re.I)
+_NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network is unreachable|"
+                      r"error sending request|dns", re.I)
+
+
+class CodexBackend:
+    name = "codex"
+
+    def __init__(self, *, codex_bin: str, codex_home: Path, model: str, effort: str,
+                 sandbox: str, writable_roots: Iterable[Path] = (), extra_config: Sequence[str] = (),
+                 env_passthrough: Sequence[str] = ()):
+        self.codex_bin = codex_bin
+        self.codex_home = codex_home
+        self.model = model
+        self.effort = effort
+        self.sandbox = sandbox
+        self.writable_roots = [str(p) for p in writable_roots]
+        self.extra_config = list(extra_config)
+        self.env_passthrough = list(env_passthrough)
+
+    # --- argv -------------------------------------------------------------------------------
+
+    def _pinned(self) -> List[str]:
+        """Model, effort and sandbox settings: repeated on every call (trap 1 and 2)."""
+        args = ["-m", self.model, "-c", f"model_reasoning_effort={self.effort}"]
+        if self.sandbox == "workspace-write" and self.writable_roots:
+            roots = ",".join(json.dumps(root) for root in self.writable_roots)
+            args += ["-c", f"sandbox_workspace_write.writable_roots=[{roots}]"]
+        for override in self.extra_config:
+            args += ["-c", override]
+        return args
+
+    def start_argv(self, prompt: str) -> List[str]:
+        return [self.codex_bin, "exec", "--json", "--sandbox", self.sandbox, *self._pinned(), prompt]
+
+    def resume_argv(self, thread_id: str, prompt: str) -> List[str]:
+        # `resume` has no --sandbox of its own and defaults to read-only: it goes before `resume`.
+        return [self.codex_bin, "exec", "--sandbox", self.sandbox, "resume", thread_id,
+                *self._pinned(), "--json", prompt]
+
+    # --- events and outcomes ------------------------------------------------------------------
+
+    def parse_line(self, line: str) -> Optional[Event]:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        kind = data.get("type")
+        if kind == "thread.started":
+            return Event("thread_started", thread_id=str(data.get("thread_id") or "") or None)
+        if kind == "turn.started":
+            return Event("turn_started")
+        if kind == "turn.completed":
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+            return Event("turn_completed", usage=usage)
+        if kind == "turn.failed":
+            error = data.get("error") if isinstance(data.get("error"), dict) else {}
+            return Event("turn_failed", message=str(error.get("message") or "turn failed"))
+        if kind == "error":
+            return Event("error", message=str(data.get("message") or ""))
+        if kind in ("item.started", "item.completed", "item.updated"):
+            item = data.get("item") if isinstance(data.get("item"), dict) else {}
+            return Event("item", item_type=item.get("type"), message=item.get("message"))
+        return Event("other")
+
+    def classify(self, view: AttemptView) -> Outcome:
+        rc = view.returncode
+        if view.stopped_for:
+            return Outcome(base.STOPPED, view.stopped_for)
+        if view.kind == "resume" and view.thread_id and view.expected_thread \
+                and view.thread_id != view.expected_thread:
+            return Outcome(base.THREAD_MISMATCH, f"asked {view.expected_thread}, got {view.thread_id}")
+        if view.turn_failed is not None:
+            return Outcome(_failure_kind(view.turn_failed), _first_line(view.turn_failed))
+        if view.turn_completed:
+            return Outcome(base.COMPLETED, f"exit {rc}")
+        if rc is not None and rc < 0:
+            return Outcome(base.KILLED, f"signal {-rc}")
+        if view.thread_id is None:
+            if _UNKNOWN_THREAD.search(view.stderr_tail):
+                return Outcome(base.UNKNOWN_THREAD, _first_match_line(view.stderr_tail, _UNKNOWN_THREAD))
+            if _THREAD_BUSY.search(view.stderr_tail):
+                return Outcome(base.THREAD_BUSY, _first_match_line(view.stderr_tail, _THREAD_BUSY))
+            return Outcome(base.CRASHED_BEFORE_THREAD, f"exit {rc}: {_last_line(view.stderr_tail)}")
+        if rc == 0:
+            return Outcome(base.EXITED_EARLY, "exit 0 without a completed turn")
+        if view.errors and _NETWORK.search(view.errors[-1]):
+            return Outcome(base.NETWORK_DOWN, _first_line(view.errors[-1]))
+        return Outcome(base.CRASHED, f"exit {rc}: {_last_line(view.stderr_tail)}")
+
+    # --- environment and session store ---------------------------------------------------------
+
+    def environment(self, base_env: Dict[str, str]) -> Dict[str, str]:
+        """An explicit allowlist, the provider's key variables, and CODEX_HOME."""
+        env = {k: v for k, v in base_env.items()
+               if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)}
+        for name in (*PROVIDER_KEY_VARS, *self._provider_env_keys(), *self.env_passthrough):
+            if name in base_env:
+                env[name] = base_env[name]
+        env["CODEX_HOME"] = str(self.codex_home)
+        return env
+
+    def _provider_env_keys(self) -> List[str]:
+        """`env_key` of every provider in the operator's config.toml (read, never written)."""
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11: only the built-in key variables pass
+            return []
+        try:
+            with open(self.codex_home / "config.toml", "rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, ValueError):
+            return []
+        providers = data.get("model_providers") if isinstance(data, dict) else None
+        if not isinstance(providers, dict):
+            return []
+        return [p["env_key"] for p in providers.values()
+                if isinstance(p, dict) and isinstance(p.get("env_key"), str)]
+
+    def find_thread(self, cwd: Path) -> Optional[str]:
+        """The newest thread whose latest recorded cwd is `cwd`, from the rollout files."""
+        sessions = self.codex_home / "sessions"
+        best = None
+        for path in sessions.rglob("rollout-*.jsonl") if sessions.is_dir() else ():
+            thread, last_cwd = _rollout_thread_and_cwd(path)
+            if thread and last_cwd and os.path.realpath(last_cwd) == os.path.realpath(cwd):
+                mtime = path.stat().st_mtime
+                if best is None or mtime > best[0]:
+                    best = (mtime, thread)
+        return best[1] if best else None
+
+    def rollout_files(self) -> List[Path]:
+        sessions = self.codex_home / "sessions"
+        return sorted(sessions.rglob("rollout-*.jsonl")) if sessions.is_dir() else []
+
+    def after_attempt(self, worktree: Path) -> Sequence[str]:
+        return gitops.remove_sandbox_stubs(worktree)
+
+
+def _rollout_thread_and_cwd(path: Path):
+    thread, cwd = None, None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                payload = record.get("payload") if isinstance(record, dict) else None
+                if not isinstance(payload, dict):
+                    continue
+                if record.get("type") == "session_meta":
+                    thread = thread or payload.get("id")
+                    cwd = payload.get("cwd") or cwd
+                elif record.get("type") == "turn_context" and payload.get("cwd"):
+                    cwd = payload["cwd"]
+    except OSError:
+        return None, None
+    return thread, cwd
+
+
+def _failure_kind(message: str) -> str:
+    if _USAGE_LIMIT.search(message):
+        return base.USAGE_LIMIT
+    if _RATE_LIMIT.search(message):
+        return base.RATE_LIMITED
+    if _NETWORK.search(message):
+        return base.NETWORK_DOWN
+    if _SERVER.search(message):
+        return base.SERVER_ERROR
+    return base.TURN_FAILED
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _first_match_line(text: str, pattern) -> str:
+    for line in text.splitlines():
+        if pattern.search(line):
+            return line.strip()[:300]
+    return ""

@@ -1,0 +1,391 @@
+"""The configuration schema (YAML, version 2), its defaults, and loading it.
+
+Owns: every setting's name, converter, default and one-line doc; reading the YAML file; resolving
+repo-relative paths against the primary repository's root. Must not: touch git, processes or
+state files. Defaults live here and nowhere else: every command reads them through `load()`.
+
+A bad file gives one `ConfigError` line naming the file, the key and what was expected.
+"""
+import dataclasses
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import yaml
+
+from . import timeparse
+from .exitcodes import ConfigError
+
+SEED_CONFIG_PATHS = ("docs/meta/automation/overnight_agent.yaml", ".overnight-agent.yaml")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+
+
+# --- converters: each takes the raw YAML value and returns the typed one or raises ValueError ---
+
+def _string(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _optional_string(value):
+    return None if value is None else _string(value)
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _positive_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("expected a number greater than 0")
+    return float(value)
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("expected a whole number greater than 0")
+    return value
+
+
+def _one_of(*choices):
+    def convert(value):
+        if value not in choices:
+            raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(choices)}")
+        return value
+    return convert
+
+
+def _branch(value):
+    value = _string(value)
+    if value.startswith(("-", "/")) or ".." in value or " " in value or value.endswith("/"):
+        raise ValueError(f"{value!r} is not a usable branch name")
+    return value
+
+
+def _string_list(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return list(value)
+
+
+def _codex_overrides(value):
+    items = _string_list(value)
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise ValueError(f"{item!r} is not a codex -c override; expected key=value")
+    return items
+
+
+def _version(value):
+    if value != 2:
+        raise ValueError(f"{value!r} is not supported; expected 2")
+    return value
+
+
+def setting(convert: Callable, default: Any, doc: str):
+    """A config key: its converter, its default (MISSING: required) and what it means."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"convert": convert, "doc": doc})
+    return field(default=default, metadata={"convert": convert, "doc": doc})
+
+
+def _clock(value):
+    moment = timeparse.parse_clock(value)
+    return f"{moment.hour:02d}:{moment.minute:02d}"
+
+
+@dataclass(frozen=True)
+class GitIdentity:
+    name: str = setting(_string, "Overnight Agent", "author and committer name of the tool's commits")
+    email: str = setting(_string, "overnight-agent@localhost", "author and committer email")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    base_branch: str = setting(_branch, "main", "branch the session branch starts from")
+    session_worktree_root: str = setting(
+        _string, "../{repo_name}_worktrees/overnight_session",
+        "folder holding one session worktree per run (<root>/<run_id>)")
+    ops_journal_branch: str = setting(_branch, "overnight/ops-journal", "branch of the ops journal")
+    ops_journal_worktree: str = setting(
+        _string, "../{repo_name}_worktrees/overnight_ops_journal", "worktree of the ops journal")
+    run_root: str = setting(_string, "tmp/overnight_agent", "local-only runtime folder (lock, logs)")
+    session_state: Optional[str] = setting(
+        _optional_string, None, "durable session state file; default <run_root>/session.json")
+    exec_summary_log: str = setting(
+        _string, "docs/meta/logs/ops/executive_summary.log",
+        "append-only summary, relative to the ops-journal worktree")
+    reports_dir: str = setting(
+        _string, "docs/meta/logs/ops", "strategy notes and questions, relative to the ops-journal worktree")
+    git_identity: GitIdentity = GitIdentity()
+
+
+@dataclass(frozen=True)
+class CodexConfig:
+    codex_bin: str = setting(_string, "codex", "the Codex CLI executable (name on PATH or a path)")
+    codex_home: Optional[str] = setting(
+        _optional_string, None, "CODEX_HOME for the agent; default <run_root>/codex_home")
+    model: str = setting(_string, "gpt-5.3-codex", "model pinned on every exec and resume")
+    model_reasoning_effort: str = setting(
+        _one_of(*REASONING_EFFORTS), "xhigh", "reasoning effort pinned on every exec and resume")
+    full_auto: bool = setting(_boolean, True, "true means --sandbox workspace-write")
+    sandbox: Optional[str] = setting(
+        lambda v: None if v is None else _one_of(*SANDBOX_MODES)(v), None,
+        "codex sandbox mode; default workspace-write")
+    extra_config: List[str] = setting(
+        _codex_overrides, [], "extra `-c key=value` settings passed to codex")
+    env_passthrough: List[str] = setting(
+        _string_list, [], "extra environment variables passed to codex (besides PATH, HOME, locale, "
+        "the provider key variables and every env_key in codex_home/config.toml)")
+    prompt_template: Optional[str] = setting(
+        _optional_string, None, "file replacing the shipped boot prompt (placeholders: see docs)")
+    resume_prompt_template: Optional[str] = setting(
+        _optional_string, None, "file replacing the shipped resume prompt")
+    wrap_up_prompt_template: Optional[str] = setting(
+        _optional_string, None, "file replacing the shipped wrap-up prompt")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    deadline: str = setting(_clock, "05:00", "local time the night ends (HH:MM)")
+    window_start: str = setting(
+        _clock, "17:00",
+        "a scheduled start before this time of day (and after the deadline) waits for the next night")
+    wrap_up: float = setting(timeparse.parse_duration, "30m", "how long before the deadline to wrap up")
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    backoff_initial: float = setting(timeparse.parse_duration, "2s", "wait before resuming after an exit")
+    backoff_max: float = setting(timeparse.parse_duration, "5m", "the longest wait between attempts")
+    backoff_factor: float = setting(_positive_number, 2.0, "growth of the wait on quick repeated exits")
+    healthy_after: float = setting(
+        timeparse.parse_duration, "10m", "an attempt that ran this long resets the backoff")
+    resume_failures_before_fresh: int = setting(
+        _positive_int, 2, "failed resumes of one thread before a fresh session starts")
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    sigint_grace: float = setting(timeparse.parse_duration, "10s", "wait after SIGINT before SIGTERM")
+    sigterm_grace: float = setting(timeparse.parse_duration, "10s", "wait after SIGTERM before SIGKILL")
+
+
+@dataclass(frozen=True)
+class Config:
+    version: int = setting(_version, dataclasses.MISSING, "schema version; must be 2")
+    repo: RepoConfig = RepoConfig()
+    codex: CodexConfig = CodexConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    restart: RestartConfig = RestartConfig()
+    stop: StopConfig = StopConfig()
+
+
+SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ScheduleConfig, RestartConfig, StopConfig)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Absolute paths derived from a config and the primary repository root."""
+
+    repo_root: Path
+    run_root: Path
+    session_state: Path
+    lock_file: Path
+    session_worktree_root: Path
+    ops_journal_worktree: Path
+    codex_home: Path
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.run_root / "runs" / run_id
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    source: Optional[Path]  # None: built-in defaults
+    paths: Paths
+
+    @property
+    def sandbox(self) -> str:
+        return self.config.codex.sandbox or "workspace-write"
+
+
+def _build(cls, raw: Any, where: str, source: str):
+    """Instantiate section `cls` from the mapping `raw`, converting and checking every key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where or 'top level'}: expected a mapping of keys")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            full = f"{where}.{key}" if where else str(key)
+            raise ConfigError(
+                f"{source}: {full}: unknown key; expected one of {', '.join(sorted(known))}")
+    values = {}
+    for name, fld in known.items():
+        full = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(fld.type) or fld.type in SECTION_TYPES:
+            values[name] = _build(fld.type, raw.get(name), full, source)
+            continue
+        required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+        if name not in raw:
+            if required:
+                raise ConfigError(f"{source}: {full}: missing; add `{name}:` ({fld.metadata['doc']})")
+            default = fld.default_factory() if fld.default is dataclasses.MISSING else fld.default
+            raw_value = default
+        else:
+            raw_value = raw[name]
+        try:
+            converted = fld.metadata["convert"](raw_value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {full}: {exc}") from None
+        values[name] = converted
+    return cls(**values)
+
+
+def _check_coherence(cfg: Config, source: str) -> None:
+    codex = cfg.codex
+    if codex.full_auto and codex.sandbox not in (None, "workspace-write"):
+        raise ConfigError(
+            f"{source}: codex.sandbox: {codex.sandbox!r} contradicts codex.full_auto: true "
+            "(which means workspace-write); set full_auto: false or drop sandbox")
+    if cfg.restart.backoff_max < cfg.restart.backoff_initial:
+        raise ConfigError(f"{source}: restart.backoff_max: must not be below restart.backoff_initial")
+    if cfg.repo.ops_journal_branch == cfg.repo.base_branch:
+        raise ConfigError(
+            f"{source}: repo.ops_journal_branch: must differ from repo.base_branch "
+            f"({cfg.repo.base_branch!r}); e.g. overnight/ops-journal")
+
+
+def _validate_template(path: Path, key: str, source: str, placeholders) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: {key}: cannot read {path}: {exc.strerror}") from None
+    try:
+        names = {m.group("named") or m.group("braced")
+                 for m in string.Template.pattern.finditer(text) if m.group("named") or m.group("braced")}
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {key}: {path}: {exc}") from None
+    unknown = sorted(names - set(placeholders))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {key}: {path} uses unknown placeholder ${unknown[0]}; "
+            f"expected some of {', '.join('$' + p for p in sorted(placeholders))}")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without YAML 1.1's base-60 numbers: `05:00` stays the string "05:00", not 300."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"
+               r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def parse(text: str, source: str) -> Config:
+    """Config from YAML text; `source` names the file in error messages."""
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: {where}not valid YAML ({problem})") from None
+    if raw is None:
+        raise ConfigError(f"{source}: empty file; expected at least `version: 2`")
+    cfg = _build(Config, raw, "", source)
+    _check_coherence(cfg, source)
+    return cfg
+
+
+def find_config(repo_root: Path) -> Optional[Path]:
+    for rel in SEED_CONFIG_PATHS:
+        candidate = repo_root / rel
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_path(repo_root: Path, text: str) -> Path:
+    text = text.replace("{repo_name}", repo_root.name)
+    path = Path(os.path.expanduser(text))
+    return Path(os.path.normpath(path if path.is_absolute() else repo_root / path))
+
+
+def resolve_paths(cfg: Config, repo_root: Path) -> Paths:
+    repo = cfg.repo
+    run_root = resolve_path(repo_root, repo.run_root)
+    return Paths(
+        repo_root=repo_root,
+        run_root=run_root,
+        session_state=(resolve_path(repo_root, repo.session_state) if repo.session_state
+                       else run_root / "session.json"),
+        lock_file=run_root / "overnight-agent.lock",
+        session_worktree_root=resolve_path(repo_root, repo.session_worktree_root),
+        ops_journal_worktree=resolve_path(repo_root, repo.ops_journal_worktree),
+        codex_home=(resolve_path(repo_root, cfg.codex.codex_home) if cfg.codex.codex_home
+                    else run_root / "codex_home"),
+    )
+
+
+def load(config_path: Optional[Path], repo_root: Path) -> Loaded:
+    """Load `config_path` (or the repo's config file, or the defaults) for `repo_root`."""
+    source_path = config_path or find_config(repo_root)
+    if source_path is None:
+        cfg = parse("version: 2\n", "<defaults>")
+    else:
+        try:
+            text = Path(source_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source_path}: cannot read config ({exc.strerror})") from None
+        cfg = parse(text, str(source_path))
+    paths = resolve_paths(cfg, repo_root)
+    for key in ("prompt_template", "resume_prompt_template", "wrap_up_prompt_template"):
+        value = getattr(cfg.codex, key)
+        if value is not None:
+            from .prompt import PLACEHOLDERS
+            _validate_template(resolve_path(repo_root, value), f"codex.{key}", str(source_path), PLACEHOLDERS)
+    return Loaded(cfg, Path(source_path) if source_path else None, paths)
+
+
+def to_plain(cfg: Any) -> Dict[str, Any]:
+    """The config as nested dicts, for printing."""
+    return dataclasses.asdict(cfg)
+
+
+def describe() -> List[Tuple[str, Any, str]]:
+    """(key, default, doc) for every setting: the reference table in the docs is generated from it."""
+    rows: List[Tuple[str, Any, str]] = []
+
+    def walk(cls, prefix):
+        for fld in dataclasses.fields(cls):
+            key = f"{prefix}{fld.name}"
+            if fld.type in SECTION_TYPES or dataclasses.is_dataclass(fld.type):
+                walk(fld.type, key + ".")
+            else:
+                default = (fld.default_factory() if fld.default is dataclasses.MISSING
+                           and fld.default_factory is not dataclasses.MISSING else fld.default)
+                rows.append((key, None if default is dataclasses.MISSING else default, fld.metadata["doc"]))
+
+    walk(Config, "")
+    return rows

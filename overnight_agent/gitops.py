@@ -1,0 +1,206 @@
+"""Git effects: finding the primary repository, worktrees, checkpoint commits, snapshots.
+
+Owns: every git command the supervisor runs. Must not: change the primary working tree, its
+index or its checked-out branch (only `git worktree add` and ref creation touch the shared
+repository), rewrite the repository's config or hooks, or run anything destructive.
+"""
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .exitcodes import ConfigError, OvernightError
+
+# Empty folders that codex's bwrap sandbox leaves in a work tree after a kill mid-command.
+SANDBOX_STUBS = (".agents", ".aws", ".codex")
+
+
+class GitError(OvernightError):
+    pass
+
+
+def git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dict[str, str]] = None,
+        identity: Optional[Dict[str, str]] = None) -> str:
+    """Run git in `cwd`; stdout stripped. Raises GitError with git's own message."""
+    cmd = ["git"]
+    for key, value in (identity or {}).items():
+        cmd += ["-c", f"user.{key}={value}"]
+    cmd += list(args)
+    full_env = dict(os.environ if env is None else env)
+    full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        raise GitError(f"git {' '.join(args)} (in {cwd}): {message[-1] if message else proc.returncode}")
+    return proc.stdout.strip()
+
+
+def primary_root(path: Path) -> Path:
+    """The primary working tree of the repository that contains `path` (even from a linked one)."""
+    if not path.is_dir():
+        raise ConfigError(f"{path}: --repo: not a folder; expected a git repository")
+    proc = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                          cwd=str(path), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise ConfigError(f"{path}: --repo: not inside a git repository; run from one or pass --repo")
+    common = Path(proc.stdout.strip())
+    if common.name != ".git":
+        raise ConfigError(f"{path}: --repo: bare repositories are not supported; "
+                          "expected a repository with a working tree")
+    return common.parent
+
+
+def common_dir(repo: Path) -> Path:
+    return Path(git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo))
+
+
+def worktree_git_dir(worktree: Path) -> Path:
+    return Path(git(["rev-parse", "--path-format=absolute", "--git-dir"], worktree))
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    return bool(git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False))
+
+
+def rev(repo: Path, ref: str) -> str:
+    return git(["rev-parse", "--verify", f"{ref}^{{commit}}"], repo)
+
+
+def registered_worktrees(repo: Path) -> Dict[Path, Optional[str]]:
+    """Registered worktree paths -> their checked-out branch (None when detached)."""
+    result: Dict[Path, Optional[str]] = {}
+    current: Optional[Path] = None
+    for line in git(["worktree", "list", "--porcelain"], repo).splitlines():
+        if line.startswith("worktree "):
+            current = Path(line[len("worktree "):])
+            result[current] = None
+        elif line.startswith("branch ") and current is not None:
+            result[current] = line[len("branch "):].removeprefix("refs/heads/")
+    return result
+
+
+def ensure_worktree(repo: Path, path: Path, branch: str, start_point: str) -> bool:
+    """Make `path` a worktree on `branch` (created from `start_point` if missing).
+
+    Returns True when an existing worktree was reused. Never touches the primary tree.
+    """
+    worktrees = registered_worktrees(repo)
+    if path in worktrees and path.exists():
+        if worktrees[path] != branch:
+            raise GitError(f"{path} is a worktree on {worktrees[path] or 'a detached HEAD'}, "
+                           f"not {branch}; move it aside or change the config")
+        return True
+    git(["worktree", "prune"], repo)  # forget registrations whose folder was deleted
+    holder = next((p for p, b in registered_worktrees(repo).items() if b == branch), None)
+    if holder is not None:
+        raise GitError(f"branch {branch} is checked out in {holder}; "
+                       "it must be free for the overnight worktree")
+    if path.exists() and any(path.iterdir()):
+        raise GitError(f"{path} exists and is not a worktree of {repo}; move it aside")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if branch_exists(repo, branch):
+        git(["worktree", "add", str(path), branch], repo)
+    else:
+        git(["worktree", "add", "-b", branch, str(path), start_point], repo)
+    return False
+
+
+def sandbox_writable_roots(worktree: Path) -> List[Path]:
+    """What codex's workspace-write sandbox must also allow so the agent can commit in a linked
+    worktree: its own git dir, objects, refs and logs; never the whole `.git`, whose config and
+    hooks stay read-only."""
+    common = common_dir(worktree)
+    return [worktree_git_dir(worktree), common / "objects", common / "refs", common / "logs"]
+
+
+def remove_sandbox_stubs(worktree: Path) -> List[str]:
+    """Remove the empty stub folders codex's sandbox may leave; keep anything with content."""
+    removed = []
+    for name in SANDBOX_STUBS:
+        stub = worktree / name
+        try:
+            if stub.is_dir() and not stub.is_symlink() and not any(stub.iterdir()):
+                stub.rmdir()
+                removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def current_branch(worktree: Path) -> Optional[str]:
+    name = git(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree, check=False)
+    return name or None
+
+
+def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str]) -> Optional[str]:
+    """Commit uncommitted work in `worktree` as a marked checkpoint; None when it is clean.
+
+    Commits on the checked-out `overnight/*` branch; anything else (a detached HEAD, a foreign
+    branch) gets a new `overnight/checkpoint_<run_id>` branch first.
+    """
+    if not git(["status", "--porcelain"], worktree):
+        return None
+    branch = current_branch(worktree)
+    if not branch or not branch.startswith("overnight/"):
+        branch = f"overnight/checkpoint_{run_id}"
+        git(["switch", "-c", branch], worktree)
+    git(["add", "-A"], worktree)
+    git(["commit", "--no-verify", "-q", "-m",
+         f"checkpoint: uncommitted work at the deadline (overnight-agent run {run_id})\n\n"
+         "Saved automatically by the supervisor; review before merging."],
+        worktree, identity=identity)
+    return rev(worktree, "HEAD")
+
+
+def ensure_ignored(repo: Path, path: Path) -> Optional[str]:
+    """Keep `path` (inside the primary tree) out of git's view through `.git/info/exclude`,
+    which is local to this clone and touches no tracked file. Returns the pattern added."""
+    try:
+        rel = path.relative_to(repo)
+    except ValueError:
+        return None
+    if _ignored(repo, rel):
+        return None
+    exclude = common_dir(repo) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    pattern = f"/{rel.as_posix()}/"
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write(f"# overnight-agent runtime (local only)\n{pattern}\n")
+    return pattern
+
+
+def _ignored(repo: Path, rel: Path) -> bool:
+    return subprocess.run(["git", "check-ignore", "-q", rel.as_posix() + "/"], cwd=str(repo),
+                          stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What must never change in the primary tree: HEAD, branch, index, status, refs."""
+
+    head: str
+    branch: Optional[str]
+    index_digest: str
+    status: str
+    refs: str
+
+    def diff(self, other: "Snapshot") -> List[str]:
+        return [name for name in ("head", "branch", "index_digest", "status", "refs")
+                if getattr(self, name) != getattr(other, name)]
+
+
+def snapshot(repo: Path) -> Snapshot:
+    refs = "\n".join(line for line in git(["for-each-ref", "--format=%(refname) %(objectname)"],
+                                          repo).splitlines()
+                     if not line.startswith("refs/heads/overnight/"))
+    index = git(["ls-files", "--stage"], repo)
+    return Snapshot(
+        head=git(["rev-parse", "HEAD"], repo, check=False),
+        branch=current_branch(repo),
+        index_digest=hashlib.sha256(index.encode()).hexdigest(),
+        status=git(["status", "--porcelain=v1", "--untracked-files=all"], repo),
+        refs=refs,
+    )

@@ -1,0 +1,88 @@
+"""The ops journal: executive summary lines, strategy notes and questions for the operator.
+
+Owns: appending whole lines (one O_APPEND write, then fsync: never torn, safe when several
+writers race), writing the per-run strategy, and committing journal files on the ops-journal
+branch in its own worktree (retrying while git's index is locked). Must not: trust the agent for
+facts git can tell (branch and commit come from the session worktree), or write anywhere but
+the ops-journal worktree.
+"""
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import gitops, state
+
+LOCK_RETRIES = 50
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` as one whole line: a single write on an O_APPEND descriptor, then fsync."""
+    data = (line.replace("\r", " ").replace("\n", " ").rstrip() + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a regular file takes the whole write or fails; be loud if not
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def utc_stamp(now: Optional[dt.datetime] = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def summary_line(session: state.Session, text: str, now: Optional[dt.datetime] = None) -> str:
+    worktree = Path(session.session_worktree)
+    branch = gitops.current_branch(worktree) or "n/a"
+    sha = gitops.git(["rev-parse", "--short=12", "HEAD"], worktree, check=False) or "n/a"
+    return f"{utc_stamp(now)} {branch} {sha} {' '.join(text.split())}"
+
+
+def commit(session: state.Session, paths, message: str) -> Optional[str]:
+    """Commit `paths` (inside the ops-journal worktree) on the ops-journal branch."""
+    worktree = Path(session.ops_journal_worktree)
+    rel = [str(Path(p).relative_to(worktree)) for p in paths]
+    identity = session.git_identity or None
+    for attempt in range(LOCK_RETRIES):
+        try:
+            gitops.git(["add", "--", *rel], worktree)
+            if not gitops.git(["diff", "--cached", "--name-only", "--", *rel], worktree):
+                return None
+            gitops.git(["commit", "-q", "--no-verify", "-m", message, "--", *rel], worktree,
+                       identity=identity)
+            return gitops.rev(worktree, "HEAD")
+        except gitops.GitError as exc:
+            if "index.lock" not in str(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.05 + 0.01 * attempt)
+    return None
+
+
+def summary(session: state.Session, text: str, author: str = "agent") -> str:
+    line = summary_line(session, text)
+    log = Path(session.exec_summary_log)
+    append_line(log, line)
+    commit(session, [log], f"ops: summary ({author})")
+    return line
+
+
+def question(session: state.Session, text: str) -> Path:
+    path = Path(session.reports_dir) / f"{dt.date.today().isoformat()}_questions_for_operator.md"
+    if not path.exists():
+        append_line(path, f"# Questions for the operator ({dt.date.today().isoformat()})")
+    append_line(path, f"- [ ] {utc_stamp()} (run {session.run_id}) {' '.join(text.split())}")
+    commit(session, [path], "ops: question for the operator")
+    return path
+
+
+def strategy(session: state.Session, text: str) -> Path:
+    path = Path(session.reports_dir) / f"{session.run_id}_strategy.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state.write_atomic(path, text if text.endswith("\n") else text + "\n")
+    commit(session, [path], f"ops: strategy for run {session.run_id}")
+    return path

@@ -1,0 +1,61 @@
+"""Structured logging: every decision is one event with a stable name and fields.
+
+Owns: structlog's configuration (readable on a terminal, JSON lines otherwise) and the copy of
+every event into the run's `supervisor.log`. Must not: decide what to log (callers do).
+Event names are stable (`attempt.started`, `attempt.ended`, `night.finished`, ...): tools may
+filter on them.
+"""
+import json
+import sys
+from pathlib import Path
+from typing import IO, Optional
+
+import structlog
+
+
+class _FileTee:
+    """A structlog processor that appends each event as a JSON line to the run's log file."""
+
+    def __init__(self):
+        self.handle: Optional[IO[str]] = None
+
+    def open(self, path: Path) -> None:
+        self.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a", encoding="utf-8", buffering=1)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def __call__(self, logger, method, event_dict):
+        if self.handle is not None:
+            self.handle.write(json.dumps(event_dict, default=str, ensure_ascii=False) + "\n")
+        return event_dict
+
+
+tee = _FileTee()
+
+
+def configure(stream: IO[str] = None, json_lines: Optional[bool] = None) -> None:
+    stream = stream or sys.stderr
+    if json_lines is None:
+        json_lines = not stream.isatty()
+    renderer = (structlog.processors.JSONRenderer(ensure_ascii=False) if json_lines
+                else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            tee,
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(**context):
+    return structlog.get_logger().bind(**context)

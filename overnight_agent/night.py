@@ -1,0 +1,256 @@
+"""Starting or resuming a night: everything between `overnight-agent run` and the main loop.
+
+Owns: the order of setup (lock -> session state -> leftovers swept -> worktrees -> loop), the
+fresh-or-resume decision for a whole night, deadlines and the night window, archiving an old
+`session.json`. Must not: run the loop itself (`supervisor`), or touch the primary working tree.
+
+Restart safety comes from the order: `session.json` is written before anything else is made,
+every later step is idempotent (worktrees are reused, not recreated), and whatever an earlier
+supervisor left running is found by its tag and stopped before an agent starts.
+"""
+import datetime as dt
+import hashlib
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from . import config, faults, gitops, logs, procs, prompt, state, timeparse
+from .agents.codex import CodexBackend
+from .exitcodes import ConfigError
+from .lock import InstanceLock
+from .notify import Notifier
+from .supervisor import Settings, Supervisor
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    repo: Optional[Path] = None
+    config_path: Optional[Path] = None
+    until: Optional[str] = None          # HH:MM
+    hours: Optional[float] = None
+    no_resume: bool = False
+
+
+def tool_command() -> str:
+    """How the agent calls us back: by absolute path, because codex's login shell resets PATH."""
+    return f"{shlex.quote(sys.executable)} -m overnight_agent"
+
+
+def tag_prefix(paths: config.Paths) -> str:
+    """Every agent process of this run_root carries a tag starting with this."""
+    return "oa-" + hashlib.sha256(str(paths.run_root).encode()).hexdigest()[:12] + ":"
+
+
+def compute_deadline(now: dt.datetime, cfg: config.Config, request: RunRequest) -> dt.datetime:
+    if request.hours is not None:
+        return now + dt.timedelta(hours=request.hours)
+    clock = request.until or cfg.schedule.deadline
+    return timeparse.next_occurrence(now, timeparse.parse_clock(clock))
+
+
+def load_for(request: RunRequest) -> config.Loaded:
+    repo_root = gitops.primary_root((request.repo or Path.cwd()).resolve())
+    return config.load(request.config_path, repo_root)
+
+
+def run(request: RunRequest, log=None) -> int:
+    loaded = load_for(request)
+    log = log or logs.get()
+    paths = loaded.paths
+    with InstanceLock(paths.lock_file):
+        now = timeparse.local_now()
+        session = _resume_or_create(loaded, request, now, log)
+        if session is None:
+            return 0
+        faults.point("setup.after_session_json")
+        logs.tee.open(paths.run_dir(session.run_id) / "supervisor.log")
+        log = log.bind(run_id=session.run_id)
+        try:
+            _set_up_worktrees(loaded, session, log)
+            supervisor = _make_supervisor(loaded, session, log)
+            return supervisor.run()
+        finally:
+            logs.tee.close()
+
+
+def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.datetime,
+                      log) -> Optional[state.Session]:
+    paths = loaded.paths
+    existing = state.load(paths.session_state)
+    _stop_leftovers(tag_prefix(paths), log, loaded.config.stop)
+    if existing is not None and not request.no_resume and now < existing.deadline_dt:
+        existing.restarts += 1
+        existing.supervisor_pid = os.getpid()
+        last = existing.last_attempt()
+        if last is not None and last.outcome is None:
+            last.outcome, last.ended_at = "supervisor_lost", timeparse.iso(now)
+            last.detail = "the supervisor died while this attempt ran; its processes were stopped"
+        existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
+        state.save(paths.session_state, existing)
+        log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
+                 thread_id=existing.thread_id, deadline=existing.deadline)
+        return existing
+    explicit = request.until is not None or request.hours is not None
+    schedule = loaded.config.schedule
+    if not explicit and not timeparse.in_night_window(
+            now, timeparse.parse_clock(schedule.window_start), timeparse.parse_clock(schedule.deadline)):
+        opens = timeparse.next_occurrence(now, timeparse.parse_clock(schedule.window_start))
+        log.info("night.outside_window", now=timeparse.iso(now), next_window=timeparse.iso(opens),
+                 hint="pass --until HH:MM or --hours H to run now")
+        print(f"overnight-agent: outside the night window ({schedule.window_start}-"
+              f"{schedule.deadline}); the next one opens at {timeparse.iso(opens)}. "
+              "Use --until or --hours to run now.", file=sys.stderr)
+        return None
+    if existing is not None:
+        _archive(paths, existing, log)
+    return _create(loaded, request, now, log)
+
+
+def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -> state.Session:
+    cfg, paths = loaded.config, loaded.paths
+    repo = paths.repo_root
+    if not gitops.branch_exists(repo, cfg.repo.base_branch):
+        raise ConfigError(f"{loaded.source or '<defaults>'}: repo.base_branch: "
+                          f"{cfg.repo.base_branch!r} is not a branch of {repo}; set it to an existing branch")
+    deadline = compute_deadline(now, cfg, request)
+    if deadline <= now:
+        raise ConfigError("--hours: the deadline must lie in the future")
+    wrap_up = max(now, deadline - dt.timedelta(seconds=cfg.schedule.wrap_up))
+    run_id = now.strftime("%Y%m%d_%H%M%S")
+    session = state.Session(
+        run_id=run_id, repo_root=str(repo), deadline=timeparse.iso(deadline),
+        wrap_up_at=timeparse.iso(wrap_up),
+        session_worktree=str(paths.session_worktree_root / run_id),
+        session_branch=f"overnight/session_{run_id}",
+        ops_journal_worktree=str(paths.ops_journal_worktree),
+        ops_journal_branch=cfg.repo.ops_journal_branch,
+        base_branch=cfg.repo.base_branch, base_commit=gitops.rev(repo, cfg.repo.base_branch),
+        agent="codex", model=cfg.codex.model, model_reasoning_effort=cfg.codex.model_reasoning_effort,
+        sandbox=loaded.sandbox, created_at=timeparse.iso(now), supervisor_pid=os.getpid(),
+        tag=tag_prefix(paths) + run_id,
+        exec_summary_log=str(paths.ops_journal_worktree / cfg.repo.exec_summary_log),
+        reports_dir=str(paths.ops_journal_worktree / cfg.repo.reports_dir),
+        heartbeat_file=str(paths.run_dir(run_id) / "agent" / "heartbeat"),
+        git_identity={"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email},
+    )
+    session.note("night.created", timeparse.iso(now), deadline=session.deadline)
+    state.save(paths.session_state, session)  # first, so a kill during setup is resumable
+    log.info("night.created", run_id=run_id, deadline=session.deadline, wrap_up_at=session.wrap_up_at)
+    return session
+
+
+def _archive(paths: config.Paths, old: state.Session, log) -> None:
+    """Keep the previous night's state under its run folder before a new night starts."""
+    target = paths.run_dir(old.run_id) / "session.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(paths.session_state, target)
+    log.info("night.archived", old_run_id=old.run_id, to=str(target))
+
+
+def _stop_leftovers(prefix: str, log, stop_cfg) -> None:
+    """Stop every agent process an earlier supervisor of this run_root left behind."""
+    leftovers = procs.tagged(prefix)
+    if not leftovers:
+        return
+    pids = [p.pid for p in leftovers]
+    import signal
+    survivors = procs.stop_blocking(leftovers, grace=stop_cfg.sigint_grace,
+                                    signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
+    log.warning("leftovers.stopped", pids=pids, survivors=[p.pid for p in survivors])
+
+
+def _set_up_worktrees(loaded: config.Loaded, session: state.Session, log) -> None:
+    paths, cfg = loaded.paths, loaded.config
+    repo = paths.repo_root
+    for inside in (paths.run_root, paths.session_worktree_root, paths.ops_journal_worktree):
+        pattern = gitops.ensure_ignored(repo, inside)
+        if pattern:
+            log.info("repo.excluded", pattern=pattern, file=".git/info/exclude",
+                     why="runtime files inside the repository stay out of git status")
+    reused = gitops.ensure_worktree(repo, Path(session.session_worktree), session.session_branch,
+                                    session.base_commit)
+    log.info("worktree.ready", kind="session", path=session.session_worktree, reused=reused)
+    faults.point("setup.between_worktrees")
+    reused = gitops.ensure_worktree(repo, Path(session.ops_journal_worktree),
+                                    session.ops_journal_branch, session.base_commit)
+    log.info("worktree.ready", kind="ops_journal", path=session.ops_journal_worktree, reused=reused)
+    paths.codex_home.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.codex_home, 0o700)
+    agent_dir(loaded, session).mkdir(parents=True, exist_ok=True)
+
+
+def agent_dir(loaded: config.Loaded, session: state.Session) -> Path:
+    """The one folder under run_root the agent may write: its heartbeat lives here."""
+    return loaded.paths.run_dir(session.run_id) / "agent"
+
+
+def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supervisor:
+    cfg, paths = loaded.config, loaded.paths
+    worktree = Path(session.session_worktree)
+    writable = [*gitops.sandbox_writable_roots(worktree), Path(session.ops_journal_worktree),
+                gitops.worktree_git_dir(Path(session.ops_journal_worktree)), agent_dir(loaded, session)]
+    backend = CodexBackend(
+        codex_bin=_resolve_bin(cfg.codex.codex_bin, paths.repo_root), codex_home=paths.codex_home,
+        model=session.model, effort=session.model_reasoning_effort, sandbox=session.sandbox,
+        writable_roots=_unique(writable), extra_config=cfg.codex.extra_config,
+        env_passthrough=cfg.codex.env_passthrough)
+    env = backend.environment(dict(os.environ))
+    heartbeat = Path(session.heartbeat_file)
+    env.update({procs.TAG_VAR: session.tag, "OVERNIGHT_AGENT_SESSION": str(paths.session_state),
+                "OVERNIGHT_AGENT_HEARTBEAT": str(heartbeat), "OVERNIGHT_AGENT_RUN_ID": session.run_id})
+    prompts = {kind: prompt.template_text(kind, _template_override(loaded, key))
+               for kind, key in prompt.KINDS.items()}
+
+    def values() -> Dict[str, str]:
+        now = timeparse.local_now()
+        return {
+            "run_id": session.run_id, "deadline": session.deadline, "wrap_up_at": session.wrap_up_at,
+            "time_left": timeparse.format_duration((session.deadline_dt - now).total_seconds()),
+            "date": now.date().isoformat(), "base_branch": session.base_branch,
+            "session_branch": session.session_branch, "session_worktree": session.session_worktree,
+            "ops_journal_branch": session.ops_journal_branch,
+            "ops_journal_worktree": session.ops_journal_worktree,
+            "exec_summary_log": cfg.repo.exec_summary_log, "reports_dir": cfg.repo.reports_dir,
+            "tool": tool_command(), "heartbeat_file": str(heartbeat),
+        }
+
+    restart, stop = cfg.restart, cfg.stop
+    settings = Settings(
+        sigint_grace=stop.sigint_grace, sigterm_grace=stop.sigterm_grace, kill_grace=2.0,
+        backoff_initial=restart.backoff_initial, backoff_factor=restart.backoff_factor,
+        backoff_max=restart.backoff_max, healthy_after=restart.healthy_after,
+        resume_failures_before_fresh=restart.resume_failures_before_fresh)
+    identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
+    return Supervisor(session=session, state_path=paths.session_state,
+                      run_dir=paths.run_dir(session.run_id), backend=backend, settings=settings,
+                      prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
+                      notifier=Notifier())
+
+
+def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:
+    value = getattr(loaded.config.codex, key)
+    return config.resolve_path(loaded.paths.repo_root, value) if value else None
+
+
+def _resolve_bin(codex_bin: str, repo_root: Path) -> str:
+    """A bare name is looked up on PATH; a path is taken relative to the repository root."""
+    if os.sep in codex_bin:
+        return str(config.resolve_path(repo_root, codex_bin))
+    found = shutil.which(codex_bin)
+    if found is None:
+        raise ConfigError(f"codex.codex_bin: {codex_bin!r} is not on PATH; install the Codex CLI "
+                          "or set codex.codex_bin to its path")
+    return found
+
+
+def _unique(items):
+    seen, result = set(), []
+    for item in items:
+        if str(item) not in seen:
+            seen.add(str(item))
+            result.append(item)
+    return result

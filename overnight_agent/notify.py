@@ -1,0 +1,42 @@
+"""sd_notify for systemd's Type=notify services: READY, WATCHDOG, STATUS, STOPPING.
+
+Owns: talking to `$NOTIFY_SOCKET` and knowing when the next watchdog ping is due.
+Must not: ping from anywhere but the main loop (a stuck loop must stop the pings), or fail a
+night because systemd is absent: without `NOTIFY_SOCKET` every call is silent and harmless.
+"""
+import os
+from typing import Optional
+
+import sdnotify
+
+
+class Notifier:
+    def __init__(self, env=None):
+        env = os.environ if env is None else env
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
+        self._sd = sdnotify.SystemdNotifier() if self.enabled else None
+        usec = env.get("WATCHDOG_USEC", "")
+        watchdog_pid = env.get("WATCHDOG_PID", "")
+        mine = not watchdog_pid or watchdog_pid == str(os.getpid())
+        self.watchdog_interval: Optional[float] = (
+            int(usec) / 1e6 / 2 if usec.isdigit() and int(usec) > 0 and mine else None)
+        self._next_ping = 0.0
+
+    def send(self, text: str) -> None:
+        if self._sd is not None:
+            self._sd.notify(text)
+
+    def ready(self, status: str) -> None:
+        self.send(f"READY=1\nSTATUS={status}")
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def tick(self, now: float) -> None:
+        """Ping the watchdog when due; call once per main-loop pass with the monotonic time."""
+        if self.watchdog_interval is not None and now >= self._next_ping:
+            self.send("WATCHDOG=1")
+            self._next_ping = now + self.watchdog_interval

@@ -1,0 +1,141 @@
+"""Process effects: spawning the agent in its own session, finding everything it started, and
+stopping all of it.
+
+Owns: the environment tag every agent descendant inherits (`OVERNIGHT_AGENT_TAG`), process-tree
+sweeps (psutil), signalling process groups. Must not: decide *when* to stop (the supervisor does,
+tick by tick) or reap children it does not own.
+
+Why a tag: codex runs each command in a session of its own, so `killpg(codex)` misses them, and
+a supervisor killed with SIGKILL loses its children's pids. The tag survives setsid and
+re-parenting to init; a process that wipes its whole environment escapes it (documented limit).
+"""
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import psutil
+
+TAG_VAR = "OVERNIGHT_AGENT_TAG"
+
+
+@dataclass(frozen=True)
+class ProcRef:
+    """A process identity that survives pid reuse: pid plus its start time."""
+
+    pid: int
+    pgid: int
+    create_time: float
+
+    def alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            return proc.create_time() == self.create_time and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+
+def spawn(argv: Sequence[str], cwd: str, env: Dict[str, str], stdout, stderr) -> subprocess.Popen:
+    """Start `argv` as the leader of a new session and process group, stdin from /dev/null."""
+    return subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, start_new_session=True, close_fds=True)
+
+
+def ref_of(popen: subprocess.Popen) -> ProcRef:
+    try:
+        created = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    return ProcRef(popen.pid, popen.pid, created)
+
+
+def _environ(proc: psutil.Process) -> Dict[str, str]:
+    try:
+        return proc.environ()
+    except (psutil.Error, OSError):
+        return {}
+
+
+def tagged(prefix: str) -> List[psutil.Process]:
+    """Live processes (not zombies, not us) whose tag starts with `prefix`."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        tag = _environ(proc).get(TAG_VAR)
+        if tag is not None and tag.startswith(prefix):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except psutil.Error:
+                pass
+    return found
+
+
+def tree(root: ProcRef, tag_prefix: Optional[str]) -> List[psutil.Process]:
+    """Everything that belongs to an agent: the root, its group, its descendants, its tag."""
+    procs: Dict[int, psutil.Process] = {}
+    if root.alive():
+        try:
+            leader = psutil.Process(root.pid)
+            procs[leader.pid] = leader
+            for child in leader.children(recursive=True):
+                procs[child.pid] = child
+        except psutil.Error:
+            pass
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and os.getpgid(proc.pid) == root.pgid:
+                procs.setdefault(proc.pid, proc)
+        except (OSError, psutil.Error):
+            pass
+    if tag_prefix:
+        for proc in tagged(tag_prefix):
+            procs.setdefault(proc.pid, proc)
+    return [p for p in procs.values() if _is_live(p)]
+
+
+def _is_live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def signal_all(procs: Iterable[psutil.Process], sig: int, group: Optional[int] = None) -> None:
+    """Send `sig` to the group and to each process; continue stopped ones so they can die."""
+    if group is not None:
+        _quietly(os.killpg, group, sig)
+    for proc in procs:
+        _quietly(os.kill, proc.pid, sig)
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            _quietly(os.kill, proc.pid, signal.SIGCONT)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_blocking(procs: List[psutil.Process], grace: float = 3.0,
+                  signals: Sequence[int] = (signal.SIGTERM, signal.SIGKILL)) -> List[psutil.Process]:
+    """Stop `procs` now, escalating through `signals` with `grace` each; return survivors.
+
+    For start-up sweeps, where no loop is running yet; the supervisor escalates over ticks.
+    Reaps nothing it does not own: non-children are only waited for by polling.
+    """
+    alive = [p for p in procs if _is_live(p)]
+    for sig in signals:
+        if not alive:
+            break
+        signal_all(alive, sig)
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.02)
+            alive = [p for p in alive if _is_live(p)]
+    return alive

@@ -1,0 +1,38 @@
+"""The prompts the agent receives: shipped templates, operator overrides, and filling them in.
+
+Owns: the placeholder names, choosing boot / resume / wrap-up text, substitution.
+Must not: decide *when* a prompt is sent (the supervisor does) or talk to the agent.
+"""
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Dict, Optional
+
+from .exitcodes import ConfigError
+
+PLACEHOLDERS = (
+    "run_id", "deadline", "wrap_up_at", "time_left", "date", "base_branch", "session_branch",
+    "session_worktree", "ops_journal_branch", "ops_journal_worktree", "exec_summary_log",
+    "reports_dir", "tool", "heartbeat_file",
+)
+KINDS = {"boot": "prompt_template", "resume": "resume_prompt_template",
+         "wrap_up": "wrap_up_prompt_template"}
+
+
+def shipped(kind: str) -> str:
+    return resources.files(__package__).joinpath("prompts", f"{kind}.md").read_text(encoding="utf-8")
+
+
+def template_text(kind: str, override: Optional[Path]) -> str:
+    if override is None:
+        return shipped(kind)
+    try:
+        return override.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{override}: cannot read prompt template ({exc.strerror})") from None
+
+
+def render(text: str, values: Dict[str, str]) -> str:
+    missing = set(PLACEHOLDERS) - set(values)
+    assert not missing, f"prompt values lack {sorted(missing)}"
+    return string.Template(text).safe_substitute(values)

@@ -1,0 +1,177 @@
+"""The durable session state: `session.json`, the one source of truth about a night.
+
+Owns: the state's shape, validating it on load, and writing it atomically (temp file, fsync,
+rename, fsync of the folder) so a supervisor killed at any instant leaves either the old or the
+new file, never a torn one. Must not: decide anything, run processes or git.
+"""
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from . import faults, timeparse
+from .exitcodes import ConfigError
+
+SCHEMA = 1
+
+# Session states, in the order a night normally passes through them.
+STARTING = "starting"      # setting up worktrees
+RUNNING = "running"        # an agent attempt is live
+BACKOFF = "backoff"        # between attempts, waiting
+STOPPING = "stopping"      # stopping the agent (deadline or signal)
+STOPPED = "stopped"        # stopped by a signal before the deadline: resumable
+FINISHED = "finished"      # the deadline was reached
+FAILED = "failed"          # gave up before the deadline (see last attempt's outcome)
+STATES = (STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, FINISHED, FAILED)
+
+
+@dataclass
+class Attempt:
+    """One run of the agent CLI: a fresh start or a resume."""
+
+    number: int
+    kind: str                       # "start" | "resume"
+    started_at: str
+    log: str
+    pid: Optional[int] = None
+    pgid: Optional[int] = None
+    proc_create_time: Optional[float] = None
+    thread_id: Optional[str] = None
+    ended_at: Optional[str] = None
+    outcome: Optional[str] = None   # see agents.Outcome kinds
+    detail: Optional[str] = None
+    exit_code: Optional[int] = None
+    usage: Optional[Dict[str, int]] = None
+
+
+@dataclass
+class Session:
+    run_id: str
+    repo_root: str
+    deadline: str                   # ISO 8601 with UTC offset
+    wrap_up_at: str
+    session_worktree: str
+    session_branch: str
+    ops_journal_worktree: str
+    ops_journal_branch: str
+    base_branch: str
+    base_commit: str
+    agent: str
+    model: str
+    model_reasoning_effort: str
+    sandbox: str
+    created_at: str
+    state: str = STARTING
+    thread_id: Optional[str] = None
+    restarts: int = 0               # supervisor (re)starts after the first
+    supervisor_pid: Optional[int] = None
+    tag: str = ""                   # environment tag carried by every agent descendant
+    exec_summary_log: str = ""      # absolute, inside the ops-journal worktree
+    reports_dir: str = ""           # absolute, inside the ops-journal worktree
+    heartbeat_file: str = ""
+    git_identity: Dict[str, str] = field(default_factory=dict)
+    wrap_up_sent: bool = False
+    fresh_starts: int = 0           # new threads started because a resume failed
+    attempts: List[Attempt] = field(default_factory=list)
+    events: List[Dict[str, Any]] = field(default_factory=list)  # notable decisions, for the report
+    schema: int = SCHEMA
+
+    @property
+    def deadline_dt(self):
+        return timeparse.parse_iso(self.deadline)
+
+    @property
+    def wrap_up_dt(self):
+        return timeparse.parse_iso(self.wrap_up_at)
+
+    def last_attempt(self) -> Optional[Attempt]:
+        return self.attempts[-1] if self.attempts else None
+
+    def note(self, event: str, when: str, **fields: Any) -> None:
+        self.events.append({"event": event, "at": when, **fields})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+_REQUIRED = ("run_id", "repo_root", "deadline", "wrap_up_at", "session_worktree", "session_branch",
+             "ops_journal_worktree", "ops_journal_branch", "base_branch", "base_commit", "agent",
+             "model", "model_reasoning_effort", "sandbox", "created_at", "state")
+
+
+def from_dict(data: Any, source: str) -> Session:
+    """Validate a loaded `session.json`; errors name the file and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object; move the file aside to start fresh")
+    if data.get("schema", SCHEMA) != SCHEMA:
+        raise ConfigError(f"{source}: schema: {data.get('schema')!r} is not {SCHEMA}; "
+                          "written by another version: move it aside to start fresh")
+    for key in _REQUIRED:
+        if not isinstance(data.get(key), str):
+            raise ConfigError(f"{source}: {key}: missing or not a string; "
+                              "move the file aside (or use --no-resume) to start fresh")
+    if data["state"] not in STATES:
+        raise ConfigError(f"{source}: state: {data['state']!r} is not one of {', '.join(STATES)}")
+    for key in ("deadline", "wrap_up_at", "created_at"):
+        try:
+            timeparse.parse_iso(data[key])
+        except ValueError:
+            raise ConfigError(f"{source}: {key}: {data[key]!r} is not an ISO 8601 time "
+                              "with UTC offset") from None
+    attempts = data.get("attempts", [])
+    if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+        raise ConfigError(f"{source}: attempts: expected a list of objects")
+    known = set(Session.__dataclass_fields__)
+    values = {k: v for k, v in data.items() if k in known and k != "attempts"}
+    try:
+        values["attempts"] = [Attempt(**{k: v for k, v in a.items()
+                                         if k in Attempt.__dataclass_fields__}) for a in attempts]
+        return Session(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: attempts: {exc}") from None
+
+
+def load(path: Path) -> Optional[Session]:
+    """The session in `path`, None when there is none; a clear error when it is unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read session state ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); nothing was overwritten: "
+                          "move the file aside (or use --no-resume) to start fresh") from None
+    return from_dict(data, str(path))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a crash leaves the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        faults.point("state.before_rename")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(path: Path, session: Session) -> None:
+    write_atomic(path, json.dumps(session.to_dict(), indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,455 @@
+"""The main loop of a night: start or resume the agent, watch it, stop it, decide what is next.
+
+Owns: the loop and its phases, the live attempt (process, pipes, log file), turning signals into
+events, escalating a stop over ticks. Must not: set up worktrees or take the lock (`night`
+does), contain policy (`policy` does), or reap any child but its own agent.
+
+One pass of the loop, top to bottom:
+    dispatch queued signals -> act on the phase -> ping the watchdog -> wait for output or a tick
+Phases: BACKOFF (no agent; start one when due), RUNNING (agent live), STOPPING (escalating
+SIGINT -> SIGTERM -> SIGKILL to the whole tree), DONE.
+"""
+import collections
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Deque, Dict, List, Optional
+
+from . import faults, gitops, policy, procs, prompt, state, timeparse
+from .agents import base
+from .agents.base import AttemptView, Backend
+from .notify import Notifier
+
+BACKOFF, RUNNING, STOPPING, DONE = "backoff", "running", "stopping", "done"
+STDERR_TAIL = 8192
+
+
+@dataclass
+class Live:
+    """The attempt in flight: its process, its pipes and what we saw of it."""
+
+    attempt: state.Attempt
+    popen: subprocess.Popen
+    ref: procs.ProcRef
+    view: AttemptView
+    log: object                      # binary file, append mode
+    started: float                   # monotonic
+    buffers: Dict[int, bytearray] = field(default_factory=dict)
+    open_fds: List[int] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    """What the loop needs from the config, as plain numbers."""
+
+    sigint_grace: float
+    sigterm_grace: float
+    kill_grace: float
+    backoff_initial: float
+    backoff_factor: float
+    backoff_max: float
+    healthy_after: float
+    resume_failures_before_fresh: int
+    tick: float = 0.2
+
+
+class Supervisor:
+    def __init__(self, *, session: state.Session, state_path: Path, run_dir: Path,
+                 backend: Backend, settings: Settings, prompts: Dict[str, str],
+                 prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
+                 identity: Dict[str, str], notifier: Optional[Notifier] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable = timeparse.local_now):
+        self.session = session
+        self.state_path = state_path
+        self.run_dir = run_dir
+        self.backend = backend
+        self.settings = settings
+        self.prompts = prompts
+        self.prompt_values = prompt_values
+        self.env = env
+        self.log = log
+        self.identity = identity
+        self.notifier = notifier or Notifier({})
+        self.clock = clock
+        self.now = now
+        self.phase = BACKOFF
+        self.live: Optional[Live] = None
+        self.next_start = clock()
+        self.stop_reason: Optional[str] = None
+        self.stop_steps: List[tuple] = []
+        self.step_due = 0.0
+        self.signals: Deque[int] = collections.deque()
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.durations: List[policy.AttemptSummary] = []
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = self._install_signal_handlers()
+        try:
+            self._save(state.BACKOFF)
+            while self.phase != DONE:
+                self._dispatch_signals()
+                now = self.clock()
+                if self.phase == BACKOFF:
+                    self._tick_backoff(now)
+                elif self.phase == RUNNING:
+                    self._tick_running(now)
+                elif self.phase == STOPPING:
+                    self._tick_stopping(now)
+                self.notifier.tick(self.clock())
+                if self.phase != DONE:
+                    self._wait(self._timeout(now))
+        finally:
+            self._restore_signal_handlers(previous)
+            self.notifier.stopping()
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return 0
+
+    def _timeout(self, now: float) -> float:
+        if self.phase == BACKOFF:
+            return max(0.0, min(self.settings.tick, self.next_start - now))
+        return self.settings.tick
+
+    # --- signals: handlers only queue; the loop acts ------------------------------------------
+
+    def _install_signal_handlers(self):
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        previous["wakeup"] = signal.set_wakeup_fd(self._wake_w)
+        return previous
+
+    def _restore_signal_handlers(self, previous) -> None:
+        signal.set_wakeup_fd(previous.pop("wakeup"))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+
+    def _dispatch_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.popleft()
+            name = signal.Signals(signum).name
+            self.log.info("signal.received", signal=name, phase=self.phase)
+            if self.phase == STOPPING and self.stop_reason in ("deadline", "signal"):
+                # Asked again while stopping for good: go straight to the last step.
+                self.step_due = self.clock()
+                self.stop_steps = self.stop_steps[-1:]
+            elif self.phase == STOPPING:
+                # Stopping to resume (a stall, a wrong thread): now the night ends instead.
+                self.stop_reason = self.live.view.stopped_for = "signal"
+            elif self.phase == RUNNING:
+                self._begin_stop("signal")
+            elif self.phase == BACKOFF:
+                self._finish_night(state.STOPPED, "signal")
+
+    # --- phases -----------------------------------------------------------------------------------
+
+    def _tick_backoff(self, now: float) -> None:
+        if self.now() >= self.session.deadline_dt:
+            self._finish_night(state.FINISHED, "deadline")
+        elif now >= self.next_start:
+            self._start_attempt()
+
+    def _tick_running(self, now: float) -> None:
+        live = self.live
+        if live.popen.poll() is not None:
+            self._drain(live)
+            self._end_attempt(now)
+        elif self.now() >= self.session.deadline_dt:
+            self._begin_stop("deadline")
+        elif (live.view.kind == "resume" and live.view.thread_id
+              and live.view.thread_id != live.view.expected_thread):
+            self.log.warning("resume.thread_mismatch", expected=live.view.expected_thread,
+                             got=live.view.thread_id)
+            self._begin_stop("thread_mismatch")
+
+    def _tick_stopping(self, now: float) -> None:
+        live = self.live
+        if live is not None and live.popen.poll() is not None:
+            self._drain(live)
+        survivors = self._agent_tree()
+        child_gone = live is None or live.popen.returncode is not None
+        if child_gone and not survivors:
+            if live is not None:
+                self._end_attempt(now)
+            return
+        if now >= self.step_due:
+            if not self.stop_steps:
+                # SIGKILL did not take within its grace (a process in uninterruptible sleep):
+                # say so and go on rather than hang the night.
+                self.log.error("stop.survivors", pids=[p.pid for p in survivors])
+                self.step_due = now + self.settings.kill_grace
+                if live is not None and live.popen.returncode is not None:
+                    self._end_attempt(now)
+                return
+            sig, grace = self.stop_steps.pop(0)
+            self.log.info("stop.signal", signal=sig.name, processes=len(survivors),
+                          reason=self.stop_reason)
+            procs.signal_all(survivors, sig, group=live.ref.pgid if live else None)
+            self.step_due = now + grace
+
+    # --- attempts ---------------------------------------------------------------------------------
+
+    def _start_attempt(self) -> None:
+        session = self.session
+        if session.thread_id is None and session.attempts:
+            found = self.backend.find_thread(Path(session.session_worktree))
+            if found:
+                self.log.info("thread.recovered", thread_id=found, source="session store")
+                session.thread_id = found
+        decision = policy.next_attempt(
+            session.thread_id, self.durations,
+            resume_failures_before_fresh=self.settings.resume_failures_before_fresh)
+        kind = "start" if decision.fresh else "resume"
+        if decision.fresh and session.thread_id is not None:
+            session.fresh_starts += 1
+            session.note("fresh_start", timeparse.iso(self.now()), reason=decision.reason,
+                         old_thread=session.thread_id)
+            self.log.warning("attempt.fresh_start", reason=decision.reason, old_thread=session.thread_id)
+            session.thread_id = None
+        values = self.prompt_values()
+        if kind == "start":
+            text, prompt_kind = prompt.render(self.prompts["boot"], values), "boot"
+            argv = self.backend.start_argv(text)
+        else:
+            wrap = not session.wrap_up_sent and self.now() >= session.wrap_up_dt
+            prompt_kind = "wrap_up" if wrap else "resume"
+            text = prompt.render(self.prompts[prompt_kind], values)
+            argv = self.backend.resume_argv(session.thread_id, text)
+            if wrap:
+                session.wrap_up_sent = True
+        number = len(session.attempts) + 1
+        log_path = self.run_dir / ("codex_start.log" if number == 1 else "codex_resume.log")
+        log_file = open(log_path, "ab")
+        started_at = timeparse.iso(self.now())
+        header = (f"=== overnight-agent attempt {number} ({kind}"
+                  f"{' of ' + session.thread_id if kind == 'resume' else ''}, prompt {prompt_kind}) "
+                  f"started {started_at} ===\n")
+        log_file.write(header.encode())
+        log_file.flush()
+        try:
+            popen = procs.spawn(argv, cwd=session.session_worktree, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            log_file.write(f"cannot start {argv[0]}: {exc.strerror}\n".encode())
+            log_file.close()
+            self.log.error("attempt.spawn_failed", argv0=argv[0], error=exc.strerror)
+            attempt = state.Attempt(number=number, kind=kind, started_at=started_at,
+                                    log=str(log_path), ended_at=started_at,
+                                    outcome=base.CRASHED_BEFORE_THREAD,
+                                    detail=f"cannot start {argv[0]}: {exc.strerror}")
+            session.attempts.append(attempt)
+            self._after_attempt(attempt, 0.0)
+            return
+        ref = procs.ref_of(popen)
+        attempt = state.Attempt(number=number, kind=kind, started_at=started_at, log=str(log_path),
+                                pid=popen.pid, pgid=ref.pgid, proc_create_time=ref.create_time,
+                                thread_id=session.thread_id if kind == "resume" else None)
+        session.attempts.append(attempt)
+        view = AttemptView(kind=kind, expected_thread=session.thread_id if kind == "resume" else None)
+        self.live = Live(attempt=attempt, popen=popen, ref=ref, view=view, log=log_file,
+                         started=self.clock())
+        for stream in (popen.stdout, popen.stderr):
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self.live.buffers[fd] = bytearray()
+            self.live.open_fds.append(fd)
+            self.selector.register(fd, selectors.EVENT_READ, "out" if stream is popen.stdout else "err")
+        self.phase = RUNNING
+        faults.point("attempt.after_spawn")
+        self._save(state.RUNNING)
+        self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
+                      thread_id=session.thread_id, pid=popen.pid)
+        if number == 1:
+            self.notifier.ready(self._status_text())
+
+    def _end_attempt(self, now: float) -> None:
+        live = self.live
+        self._close_pipes(live)
+        view = live.view
+        view.returncode = live.popen.returncode
+        outcome = self.backend.classify(view)
+        attempt = live.attempt
+        attempt.ended_at = timeparse.iso(self.now())
+        attempt.exit_code = view.returncode
+        attempt.outcome, attempt.detail = outcome.kind, outcome.detail
+        attempt.usage = view.usage
+        attempt.thread_id = view.thread_id or attempt.thread_id
+        live.log.write(f"=== attempt {attempt.number} ended: {outcome.kind} ({outcome.detail}) ===\n"
+                       .encode())
+        live.log.close()
+        self.live = None
+        orphans = procs.tagged(self.session.tag)
+        if orphans:
+            # The agent is gone but something it started lives on (e.g. a setsid'd server).
+            survivors = procs.stop_blocking(orphans, grace=min(self.settings.sigterm_grace, 3.0))
+            self.log.warning("attempt.orphans_stopped", pids=[p.pid for p in orphans],
+                             survivors=[p.pid for p in survivors])
+        removed = self.backend.after_attempt(Path(self.session.session_worktree))
+        if removed:
+            self.log.info("worktree.stubs_removed", names=list(removed))
+        self.log.info("attempt.ended", attempt=attempt.number, outcome=outcome.kind,
+                      detail=outcome.detail, exit_code=view.returncode, thread_id=view.thread_id)
+        if self.phase == STOPPING and self.stop_reason in ("deadline", "signal"):
+            self._finish_night(state.FINISHED if self.stop_reason == "deadline" else state.STOPPED,
+                               self.stop_reason)
+            return
+        self._after_attempt(attempt, now - live.started)
+
+    def _after_attempt(self, attempt: state.Attempt, duration: float) -> None:
+        self.durations.append(policy.AttemptSummary(attempt.kind, duration, attempt.outcome))
+        if attempt.outcome == base.THREAD_BUSY:
+            leftovers = procs.tagged(self.session.tag)
+            if leftovers:
+                self.log.warning("thread.busy_sweep", pids=[p.pid for p in leftovers])
+                procs.stop_blocking(leftovers, grace=self.settings.sigterm_grace)
+        delay = policy.backoff_delay(
+            self.durations, initial=self.settings.backoff_initial, factor=self.settings.backoff_factor,
+            maximum=self.settings.backoff_max, healthy_after=self.settings.healthy_after)
+        self.next_start = self.clock() + delay
+        self.phase = BACKOFF
+        self.stop_reason = None
+        self._save(state.BACKOFF)
+        self.log.info("attempt.backoff", seconds=round(delay, 3), next_attempt=attempt.number + 1)
+
+    def _begin_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        if self.live is not None:
+            self.live.view.stopped_for = reason
+        self.phase = STOPPING
+        self.stop_steps = [(signal.SIGINT, self.settings.sigint_grace),
+                           (signal.SIGTERM, self.settings.sigterm_grace),
+                           (signal.SIGKILL, self.settings.kill_grace)]
+        self.step_due = self.clock()
+        self._save(state.STOPPING)
+        self.log.info("stop.begin", reason=reason)
+
+    def _finish_night(self, final_state: str, reason: str) -> None:
+        session = self.session
+        worktree = Path(session.session_worktree)
+        if final_state == state.FINISHED:
+            try:
+                sha = gitops.checkpoint(worktree, session.run_id, self.identity)
+            except gitops.GitError as exc:
+                sha = None
+                self.log.error("checkpoint.failed", error=str(exc))
+            if sha:
+                session.note("checkpoint", timeparse.iso(self.now()), commit=sha,
+                             branch=gitops.current_branch(worktree))
+                self.log.info("checkpoint.committed", commit=sha)
+        session.note(f"night.{final_state}", timeparse.iso(self.now()), reason=reason)
+        self._save(final_state)
+        self.log.info(f"night.{final_state}", reason=reason, attempts=len(session.attempts),
+                      thread_id=session.thread_id)
+        self.phase = DONE
+
+    # --- the agent's output ------------------------------------------------------------------------
+
+    def _wait(self, timeout: float) -> None:
+        """Block until output, a signal, or the timeout; handle what arrived."""
+        for key, _ in self.selector.select(timeout):
+            if key.data == "wake":
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif self.live is not None:
+                self._read(self.live, key.fd, key.data)
+
+    def _read(self, live: Live, fd: int, which: str) -> bool:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            self.selector.unregister(fd)
+            live.open_fds.remove(fd)
+            self._flush_partial(live, fd, which)
+            return False
+        live.log.write(chunk)
+        live.log.flush()
+        if which == "err":
+            live.view.stderr_tail = (live.view.stderr_tail + chunk.decode("utf-8", "replace"))[-STDERR_TAIL:]
+            return True
+        buffer = live.buffers[fd]
+        buffer += chunk
+        *lines, rest = buffer.split(b"\n")
+        live.buffers[fd] = bytearray(rest)
+        for line in lines:
+            self._on_line(live, line.decode("utf-8", "replace"))
+        return True
+
+    def _flush_partial(self, live: Live, fd: int, which: str) -> None:
+        rest = live.buffers.get(fd)
+        if which == "out" and rest:
+            self._on_line(live, rest.decode("utf-8", "replace"))
+        live.buffers[fd] = bytearray()
+
+    def _drain(self, live: Live) -> None:
+        """Read what is left in the pipes of an exited agent (bounded: a grandchild may hold them)."""
+        end = self.clock() + 1.0
+        while live.open_fds and self.clock() < end:
+            ready = self.selector.select(0.05)
+            for key, _ in ready:
+                if key.data != "wake":
+                    self._read(live, key.fd, key.data)
+            if not ready:
+                break
+
+    def _close_pipes(self, live: Live) -> None:
+        for fd in list(live.open_fds):
+            self._flush_partial(live, fd, "out" if fd == live.popen.stdout.fileno() else "err")
+            self.selector.unregister(fd)
+        live.open_fds.clear()
+        live.popen.stdout.close()
+        live.popen.stderr.close()
+
+    def _on_line(self, live: Live, line: str) -> None:
+        event = self.backend.parse_line(line)
+        if event is None:
+            return
+        live.view.observe(event)
+        if event.kind == "thread_started" and event.thread_id:
+            if live.view.kind == "start" or event.thread_id == live.view.expected_thread:
+                if self.session.thread_id != event.thread_id:
+                    self.session.thread_id = event.thread_id
+                live.attempt.thread_id = event.thread_id
+                self._save()  # the thread id is what makes a restart resumable: keep it at once
+                self.log.info("thread.started", thread_id=event.thread_id, attempt=live.attempt.number)
+        elif event.kind == "turn_failed":
+            self.log.warning("turn.failed", message=event.message, attempt=live.attempt.number)
+        elif event.kind == "turn_completed":
+            self.log.info("turn.completed", usage=event.usage, attempt=live.attempt.number)
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _agent_tree(self):
+        ref = self.live.ref if self.live is not None else None
+        if ref is None:
+            return procs.tagged(self.session.tag)
+        return procs.tree(ref, self.session.tag)
+
+    def _status_text(self) -> str:
+        left = (self.session.deadline_dt - self.now()).total_seconds()
+        return (f"{self.phase} attempt {len(self.session.attempts)} thread {self.session.thread_id} "
+                f"deadline in {timeparse.format_duration(left)}")
+
+    def _save(self, new_state: Optional[str] = None) -> None:
+        if new_state is not None:
+            self.session.state = new_state
+        state.save(self.state_path, self.session)
+        self.notifier.status(self._status_text())
