@@ -67,11 +67,18 @@ def run(request: RunRequest, log=None) -> int:
         if session is None:
             return 0
         faults.point("setup.after_session_json")
-        logs.tee.open(paths.run_dir(session.run_id) / "supervisor.log")
         log = log.bind(run_id=session.run_id)
         try:
             _set_up_worktrees(loaded, session, log)
             supervisor = _make_supervisor(loaded, session, log)
+            if session.restarts and session.thread_id is None:
+                # Killed after codex started a thread but before we saved its id: find it.
+                found = supervisor.backend.find_thread(Path(session.session_worktree))
+                if found:
+                    session.thread_id = found
+                    session.note("thread.recovered", timeparse.iso(timeparse.local_now()), thread_id=found)
+                    state.save(paths.session_state, session)
+                    log.info("thread.recovered", thread_id=found, source="session store")
             return supervisor.run()
         finally:
             logs.tee.close()
@@ -91,6 +98,7 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
             last.detail = "the supervisor died while this attempt ran; its processes were stopped"
         existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
         state.save(paths.session_state, existing)
+        logs.tee.open(paths.run_dir(existing.run_id) / "supervisor.log")
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
                  thread_id=existing.thread_id, deadline=existing.deadline)
         return existing
@@ -139,6 +147,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
     )
     session.note("night.created", timeparse.iso(now), deadline=session.deadline)
     state.save(paths.session_state, session)  # first, so a kill during setup is resumable
+    logs.tee.open(paths.run_dir(run_id) / "supervisor.log")
     log.info("night.created", run_id=run_id, deadline=session.deadline, wrap_up_at=session.wrap_up_at)
     return session
 

@@ -205,11 +205,6 @@ class Supervisor:
 
     def _start_attempt(self) -> None:
         session = self.session
-        if session.thread_id is None and session.attempts:
-            found = self.backend.find_thread(Path(session.session_worktree))
-            if found:
-                self.log.info("thread.recovered", thread_id=found, source="session store")
-                session.thread_id = found
         decision = policy.next_attempt(
             session.thread_id, self.durations,
             resume_failures_before_fresh=self.settings.resume_failures_before_fresh)

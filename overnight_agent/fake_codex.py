@@ -1,0 +1,1403 @@
+"""A scripted stand-in for OpenAI's Codex CLI 0.169.0 (`codex exec`), whose "model" is a
+scenario file. The demo and the test suite run it where the real CLI would need the internet.
+
+Owns, as the real CLI does them (measured: /work/shared/notes/codex-cli, copies of the captures
+in tests/samples/codex/):
+  - the command line of `codex exec [OPTIONS] [PROMPT]`, `codex exec [OPTIONS] resume
+    [OPTIONS] [SESSION_ID] [PROMPT]`, `codex queue` and `--version`, with clap-style usage
+    errors (exit 2);
+  - the `--json` event stream on stdout, one compact JSON object per flushed line;
+  - session (rollout) files under `$CODEX_HOME/sessions/`, appended line by line, the
+    active-writer lock, resume by id or `--last` with its quirks (read-only default sandbox,
+    settings not stored with the thread, a silent new thread when `--last` finds nothing);
+  - exit codes and signals: 0 turn completed, 1 turn failed / SIGINT / start-up error,
+    death by SIGTERM;
+  - the scenario: `invocations[N]` plays the Nth turn started in this CODEX_HOME.
+
+Must not:
+  - touch the network, or import the rest of overnight_agent (the supervisor is tested against
+    it as against a foreign binary): standard library and PyYAML only;
+  - emulate the sandbox: commands run unconfined whatever `--sandbox` says (the mode is only
+    recorded), nor codex's `.rules`;
+  - leave processes behind, except the ones a scenario asks for (`spawn_setsid_grandchild`, or
+    background jobs of a `shell` step), which is the point of those steps.
+
+Signals are turned into an exception (`_Interrupted`) by a one-line handler; `run_exec` catches
+it, kills the running commands' process groups and exits the way codex does.
+"""
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        import tomli as _toml  # type: ignore[no-redef]
+    except ImportError:
+        _toml = None
+
+VERSION = "0.169.0"
+DEFAULT_MODEL = "gpt-5.3-codex"
+SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
+COLORS = ("always", "never", "auto")
+USAGE_KEYS = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens",
+              "output_tokens", "reasoning_output_tokens")
+DEFAULT_TURN_USAGE = {"input_tokens": 200, "output_tokens": 40}
+
+MSG_STDIN = "Reading additional input from stdin..."
+MSG_UNTRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
+MSG_METADATA = ("Model metadata for `{model}` not found. Defaulting to fallback metadata; "
+                "this can degrade performance and cause issues.")
+MSG_NO_ROLLOUT = "Error: thread/resume: thread/resume failed: no rollout found for thread id {id}"
+MSG_ACTIVE_WRITER = "Error: thread {id} already has an active writer (code -32600)"
+MSG_NETWORK = "Reconnecting... waiting for network (Connection failed: error sending request)"
+MSG_USAGE_LIMIT_AT = ("You\u2019ve hit your usage limit. Visit https://chatgpt.com/settings/usage "
+                      "to purchase more credits or try again at {when}.")
+MSG_USAGE_LIMIT_LATER = ("You\u2019ve hit your usage limit. Upgrade to Pro "
+                         "(https://chatgpt.com/explore/pro), visit "
+                         "https://chatgpt.com/settings/usage to purchase more credits or try "
+                         "again later.")
+
+DEFAULT_SCENARIO = {"invocations": [{"steps": [
+    {"message": "Looking at the work tree."},
+    {"shell": "git status --short"},
+    {"message": "Done: nothing else to do."},
+]}]}
+
+
+# ----------------------------------------------------------------------------- small effects
+
+def _write(stream, text: str) -> None:
+    """Write UTF-8 text and flush; a closed reader (EPIPE) silences the stream for good."""
+    try:
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            buffer.write(text.encode("utf-8"))
+            buffer.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except ValueError:  # stream closed
+        pass
+
+
+def _out(text: str) -> None:
+    _write(sys.stdout, text if text.endswith("\n") else text + "\n")
+
+
+def _err(text: str) -> None:
+    _write(sys.stderr, text if text.endswith("\n") else text + "\n")
+
+
+def _iso_now() -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def uuid7() -> str:
+    """A UUIDv7 string (48-bit millisecond clock, version 7, random rest), as codex's thread ids."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((millis & (2**48 - 1)) << 80) | (0x7 << 76) | (((rand >> 68) & 0xFFF) << 64)
+    value |= (0b10 << 62) | (rand & (2**62 - 1))
+    return str(uuid.UUID(int=value))
+
+
+def _ensure_private_dir(path: str) -> None:
+    """Create `path` and its missing parents with mode 0700, as codex does for its sessions."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _ensure_private_dir(parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+
+
+@contextlib.contextmanager
+def _flocked(path: str):
+    """Hold an exclusive (blocking) flock on `path` for the duration of the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return default
+    except ValueError:
+        return default
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- command line
+
+class UsageError(Exception):
+    """A clap-style command-line error: printed to stderr, exit 2."""
+
+    def __init__(self, message: str, usage: Optional[str] = None):
+        super().__init__(message)
+        self.usage = usage
+
+    def render(self) -> str:
+        usage = f"\nUsage: {self.usage}\n" if self.usage else ""
+        return f"error: {self}\n{usage}\nFor more information, try '--help'."
+
+
+class StartupError(Exception):
+    """A failure before the thread starts: its text goes to stderr, exit 1, nothing on stdout."""
+
+
+FLAG, VALUE, LIST = "flag", "value", "list"
+Opt = namedtuple("Opt", "names dest kind metavar choices")
+
+
+def _opt(names: str, dest: str, kind: str = FLAG, metavar: str = "", choices=None) -> Opt:
+    return Opt(tuple(names.split()), dest, kind, metavar, choices)
+
+
+_CONFIG_OPTS = [_opt("-c --config", "config", LIST, "<key=value>"),
+                _opt("--enable", "enable", LIST, "<FEATURE>"),
+                _opt("--disable", "disable", LIST, "<FEATURE>")]
+_COMMON_OPTS = _CONFIG_OPTS + [
+    _opt("-m --model", "model", VALUE, "<MODEL>"),
+    _opt("--json", "json"),
+    _opt("-o --output-last-message", "output_last_message", VALUE, "<FILE>"),
+    _opt("--skip-git-repo-check", "skip_git_repo_check"),
+    _opt("--ephemeral", "ephemeral"),
+    _opt("--ignore-user-config", "ignore_user_config"),
+    _opt("--ignore-rules", "ignore_rules"),
+    _opt("--dangerously-bypass-approvals-and-sandbox", "bypass"),
+    _opt("-h --help", "help"),
+]
+TOP_OPTS = _CONFIG_OPTS + [_opt("-h --help", "help"), _opt("-V --version", "version")]
+EXEC_OPTS = _COMMON_OPTS + [
+    _opt("-s --sandbox", "sandbox", VALUE, "<SANDBOX_MODE>", SANDBOX_MODES),
+    _opt("-C --cd", "cd", VALUE, "<DIR>"),
+    _opt("--add-dir", "add_dir", LIST, "<DIR>"),
+    _opt("--color", "color", VALUE, "<COLOR>", COLORS),
+    _opt("-V --version", "version"),
+]
+RESUME_OPTS = _COMMON_OPTS + [_opt("--last", "last"), _opt("--all", "all")]
+QUEUE_OPTS = [_opt("--thread", "thread", VALUE, "<THREAD_ID>"),
+              _opt("--message", "message", VALUE, "<TEXT>"), _opt("-h --help", "help")]
+# Real options this fake does not emulate: rejected, with a note saying why.
+NOT_EMULATED = frozenset("-i --image -p --profile --oss --local-provider --strict-config "
+                         "--approve-for-me --dangerously-bypass-hook-trust --worktree "
+                         "--thread-source --cyber-access-program --trust --output-schema "
+                         "--remote --remote-auth-token-env -a --ask-for-approval --search".split())
+
+USAGE_TOP = "codex [OPTIONS] [PROMPT]\n       codex [OPTIONS] <COMMAND> [ARGS]"
+USAGE_EXEC = "codex exec [OPTIONS] [PROMPT]\n       codex exec [OPTIONS] <COMMAND> [ARGS]"
+USAGE_RESUME = "codex exec resume [OPTIONS] [SESSION_ID] [PROMPT]"
+USAGE_QUEUE = "codex queue --thread <THREAD_ID> --message <TEXT>"
+
+
+def _options_help(opts) -> str:
+    lines = []
+    for opt in opts:
+        names = ", ".join(opt.names)
+        lines.append(f"  {names} {opt.metavar}".rstrip())
+    return "\n".join(lines)
+
+
+HELP_TOP = (f"Codex CLI (fake: overnight_agent.fake_codex, plays a scenario file)\n\n"
+            f"Usage: {USAGE_TOP}\n\nCommands:\n  exec   Run Codex non-interactively [aliases: e]\n"
+            f"  queue  Queue a message for an existing session\n\nOptions:\n"
+            f"{_options_help(TOP_OPTS)}\n")
+HELP_EXEC = (f"Run Codex non-interactively (fake)\n\nUsage: {USAGE_EXEC}\n\nCommands:\n"
+             f"  resume  Resume a previous session by id or pick the most recent with --last\n\n"
+             f"Options:\n{_options_help(EXEC_OPTS)}\n")
+HELP_RESUME = (f"Resume a previous session by id or pick the most recent with --last (fake)\n\n"
+               f"Usage: {USAGE_RESUME}\n\nOptions:\n{_options_help(RESUME_OPTS)}\n")
+HELP_QUEUE = (f"Queue a message for an existing session (fake)\n\nUsage: {USAGE_QUEUE}\n\n"
+              f"Options:\n{_options_help(QUEUE_OPTS)}\n")
+
+
+def _split_option(token: str):
+    """`--name=value` / `-xVALUE` / `-x=VALUE` -> (name, inline value or None)."""
+    if token.startswith("--"):
+        name, sep, value = token.partition("=")
+        return name, (value if sep else None)
+    if len(token) > 2:
+        value = token[2:]
+        return token[:2], value[1:] if value.startswith("=") else value
+    return token, None
+
+
+def _display(opt: Opt) -> str:
+    return f"{opt.names[-1]} {opt.metavar}".rstrip()
+
+
+def _unexpected(token: str, usage: str) -> UsageError:
+    message = f"unexpected argument '{token}' found"
+    if token in NOT_EMULATED:
+        message += "\n\n  note: the fake codex does not emulate this option"
+    return UsageError(message, usage)
+
+
+def _store(values: Dict[str, Any], opt: Opt, value: Optional[str], usage: str) -> None:
+    if opt.kind == FLAG:
+        if value is not None:
+            raise UsageError(f"unexpected value '{value}' for '{opt.names[-1]}' found; "
+                             "no more were expected", usage)
+        values[opt.dest] = True
+        return
+    if opt.choices and value not in opt.choices:
+        raise UsageError(f"invalid value '{value}' for '{_display(opt)}'\n"
+                         f"  [possible values: {', '.join(opt.choices)}]")
+    if opt.kind == LIST:
+        values.setdefault(opt.dest, []).append(value)
+    elif opt.dest in values:
+        raise UsageError(f"the argument '{_display(opt)}' cannot be used multiple times", usage)
+    else:
+        values[opt.dest] = value
+
+
+def parse_args(tokens, opts, usage, subcommands=(), max_positionals=1):
+    """Clap-like parse of `tokens` against `opts`.
+
+    Returns (values, positionals, subcommand, tokens after the subcommand). A subcommand is
+    recognised only in the first positional slot, as clap does.
+    """
+    table = {name: opt for opt in opts for name in opt.names}
+    values: Dict[str, Any] = {}
+    positionals: List[str] = []
+    index, only_positionals = 0, False
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if only_positionals or token == "-" or not token.startswith("-"):
+            if not positionals and not only_positionals and token in subcommands:
+                return values, positionals, token, list(tokens[index:])
+            if len(positionals) >= max_positionals:
+                raise _unexpected(token, usage)
+            positionals.append(token)
+            continue
+        if token == "--":
+            only_positionals = True
+            continue
+        name, inline = _split_option(token)
+        opt = table.get(name)
+        if opt is None:
+            raise _unexpected(name, usage)
+        if opt.kind != FLAG and inline is None:
+            if index >= len(tokens):
+                raise UsageError(f"a value is required for '{_display(opt)}' but none was supplied",
+                                 usage)
+            inline = tokens[index]
+            index += 1
+        _store(values, opt, inline, usage)
+    return values, positionals, None, []
+
+
+@dataclass
+class ExecArgs:
+    """`codex exec [resume]` after parsing: exec's options merged with resume's."""
+
+    prompt: Optional[str] = None
+    resume: bool = False
+    session_id: Optional[str] = None
+    last: bool = False
+    all: bool = False
+    config: List[str] = field(default_factory=list)
+    enable: List[str] = field(default_factory=list)
+    disable: List[str] = field(default_factory=list)
+    add_dir: List[str] = field(default_factory=list)
+    model: Optional[str] = None
+    sandbox: Optional[str] = None
+    cd: Optional[str] = None
+    color: Optional[str] = None
+    json: bool = False
+    output_last_message: Optional[str] = None
+    skip_git_repo_check: bool = False
+    ephemeral: bool = False
+    ignore_user_config: bool = False
+    ignore_rules: bool = False
+    bypass: bool = False
+    version: bool = False
+    help: Optional[str] = None  # the help text to print instead of running
+
+
+def _apply(args: ExecArgs, values: Dict[str, Any], help_text: str) -> None:
+    """Merge parsed values into args: lists extend, later scalars win (resume's over exec's)."""
+    for key, value in values.items():
+        if key == "help":
+            args.help = help_text
+        elif isinstance(value, list):
+            getattr(args, key).extend(value)
+        else:
+            setattr(args, key, value)
+
+
+def parse_exec_args(tokens, top_values: Optional[Dict[str, Any]] = None) -> ExecArgs:
+    """Parse what follows `codex exec`; options before `resume` apply to the resume too."""
+    args = ExecArgs()
+    top_config = {key: value for key, value in (top_values or {}).items()
+                  if key in ("config", "enable", "disable")}
+    _apply(args, top_config, HELP_TOP)
+    values, positionals, sub, rest = parse_args(tokens, EXEC_OPTS, USAGE_EXEC,
+                                                ("resume", "fork", "review", "help"))
+    _apply(args, values, HELP_EXEC)
+    if sub in ("fork", "review"):
+        raise UsageError(f"the fake codex does not emulate 'codex exec {sub}'", USAGE_EXEC)
+    if sub == "help":
+        args.help = HELP_EXEC
+    elif sub == "resume":
+        _parse_resume(rest, args)
+    else:
+        args.prompt = positionals[0] if positionals else None
+    return args
+
+
+def _parse_resume(tokens, args: ExecArgs) -> None:
+    values, positionals, _sub, _rest = parse_args(tokens, RESUME_OPTS, USAGE_RESUME,
+                                                  max_positionals=2)
+    _apply(args, values, HELP_RESUME)
+    args.resume = True
+    if args.last:  # like codex: with --last, a lone SESSION_ID positional is the prompt
+        args.prompt = positionals[-1] if positionals else None
+    else:
+        args.session_id, args.prompt = (positionals + [None, None])[:2]
+    if args.session_id is None and not args.last and not args.help:
+        raise UsageError("a SESSION_ID or --last is required", USAGE_RESUME)
+
+
+# ----------------------------------------------------------------------------- config
+
+_NOT_TOML = object()
+
+
+def parse_config_value(text: str) -> Any:
+    """A `-c key=value` value: TOML if it parses (string, bool, number, list), else the raw text."""
+    text = text.strip()
+    value = _toml_value(text) if _toml is not None else _mini_toml_value(text)
+    return text if value is _NOT_TOML else value
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return _toml.loads(f"v = {text}")["v"]
+    except Exception:  # any parse failure means "use the raw string", as codex does
+        return _NOT_TOML
+
+
+def _mini_toml_value(text: str) -> Any:
+    """The TOML subset codex users pass with -c, for Pythons without tomllib."""
+    if text in ("true", "false"):
+        return text == "true"
+    for convert in (int, float):
+        with contextlib.suppress(ValueError):
+            if text[:1].isdigit() or text[:1] in "+-":
+                return convert(text)
+    if text.startswith("[") and text.endswith("]"):
+        return _mini_toml_list(text[1:-1])
+    quoted = _mini_toml_string(text)
+    return _NOT_TOML if quoted is None else quoted[0]
+
+
+def _mini_toml_string(text: str):
+    """A quoted string at the start of text -> (value, rest), else None."""
+    if text[:1] == "'":
+        end = text.find("'", 1)
+        return None if end < 0 else (text[1:end], text[end + 1:])
+    if text[:1] == '"':
+        index = 1
+        while index < len(text):
+            if text[index] == "\\":
+                index += 2
+                continue
+            if text[index] == '"':
+                with contextlib.suppress(ValueError):
+                    return json.loads(text[:index + 1]), text[index + 1:]
+                return None
+            index += 1
+    return None
+
+
+def _mini_toml_list(body: str) -> Any:
+    items, rest = [], body.strip()
+    while rest:
+        parsed = _mini_toml_string(rest)
+        if parsed is None:
+            return _NOT_TOML
+        items.append(parsed[0])
+        rest = parsed[1].strip()
+        if rest.startswith(","):
+            rest = rest[1:].strip()
+        elif rest:
+            return _NOT_TOML
+    return items
+
+
+def _set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = config.get(part)
+        if not isinstance(child, dict):
+            child = config[part] = {}
+        config = child
+    config[parts[-1]] = value
+
+
+def _read_config_toml(home: str) -> Dict[str, Any]:
+    path = os.path.join(home, "config.toml")
+    if not os.path.exists(path):
+        return {}
+    if _toml is None:
+        _err(f"WARNING: fake codex: no tomllib on this Python, ignoring {path}")
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return _toml.load(fh)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"Error loading config.toml: {exc}") from None
+
+
+def load_config(home: str, args: ExecArgs) -> Dict[str, Any]:
+    """config.toml (unless --ignore-user-config) overridden by -c, --enable and --disable."""
+    config = {} if args.ignore_user_config else _read_config_toml(home)
+    for override in args.config:
+        key, sep, raw = override.partition("=")
+        if not sep or not key.strip():
+            raise StartupError("Error parsing -c overrides: Invalid override (missing '='): "
+                               + override)
+        _set_dotted(config, key.strip(), parse_config_value(raw))
+    for name in args.enable:
+        _set_dotted(config, f"features.{name}", True)
+    for name in args.disable:
+        _set_dotted(config, f"features.{name}", False)
+    return config
+
+
+def effective_settings(args: ExecArgs, config: Dict[str, Any], cwd: str) -> Dict[str, Any]:
+    """What this turn runs with. Nothing comes from the thread: a resume re-derives it all
+    (traps 1 and 2)."""
+    sandbox = "danger-full-access" if args.bypass else (args.sandbox or config.get("sandbox_mode")
+                                                         or "read-only")
+    if sandbox not in SANDBOX_MODES:
+        raise StartupError(f"Error loading config: unknown variant `{sandbox}`, expected one of "
+                           "`read-only`, `workspace-write`, `danger-full-access` in `sandbox_mode`")
+    workspace = config.get("sandbox_workspace_write")
+    roots = workspace.get("writable_roots") if isinstance(workspace, dict) else None
+    return {
+        "cwd": cwd,
+        "model": args.model or str(config.get("model") or DEFAULT_MODEL),
+        "reasoning_effort": config.get("model_reasoning_effort"),
+        "sandbox_mode": sandbox,
+        "writable_roots": list(roots) if isinstance(roots, list) else [],
+        "add_dirs": [os.path.abspath(path) for path in args.add_dir],
+    }
+
+
+def _trusted(config: Dict[str, Any], cwd: str) -> bool:
+    projects = config.get("projects")
+    project = projects.get(cwd) if isinstance(projects, dict) else None
+    return isinstance(project, dict) and project.get("trust_level") == "trusted"
+
+
+def _inside_git_work_tree(cwd: str) -> bool:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=cwd,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "true"
+
+
+# ----------------------------------------------------------------------------- prompt
+
+def _stdin_is_tty() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
+def _read_stdin() -> str:
+    try:
+        data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def resolve_prompt(prompt: Optional[str]) -> str:
+    """The prompt after trap 4: stdin that is not a terminal is read to EOF and appended."""
+    if _stdin_is_tty():
+        if prompt in (None, "-"):
+            raise StartupError("No prompt provided. Either specify one as an argument or pipe "
+                               "the prompt into stdin.")
+        return prompt
+    _err(MSG_STDIN)  # codex prints it even for /dev/null
+    data = _read_stdin().rstrip("\n")
+    if prompt in (None, "-"):
+        if not data.strip():
+            raise StartupError("No prompt provided via stdin.")
+        return data
+    return f"{prompt}\n\n<stdin>\n{data}\n</stdin>" if data.strip() else prompt
+
+
+# ----------------------------------------------------------------------------- sessions
+
+def codex_home() -> str:
+    return os.path.abspath(os.path.expanduser(os.environ.get("CODEX_HOME") or "~/.codex"))
+
+
+def rollout_files(home: str) -> List[str]:
+    found = []
+    for root, _dirs, names in os.walk(os.path.join(home, "sessions")):
+        found.extend(os.path.join(root, name) for name in names
+                     if name.startswith("rollout-") and name.endswith(".jsonl"))
+    return sorted(found)
+
+
+def find_rollout(home: str, thread_id: str) -> Optional[str]:
+    suffix = f"-{thread_id}.jsonl"
+    matches = [path for path in rollout_files(home) if path.endswith(suffix)]
+    return matches[0] if matches and thread_id else None
+
+
+@dataclass
+class RolloutSummary:
+    thread_id: str
+    cwd: Optional[str]
+    usage: Dict[str, int]
+
+
+def _rollout_lines(path: str):
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and isinstance(record.get("payload"), dict):
+                    yield record["type"], record["payload"]
+
+
+def read_rollout(path: str) -> RolloutSummary:
+    """Thread id, latest recorded cwd and cumulative usage of a rollout (torn lines skipped)."""
+    name = os.path.basename(path)[:-len(".jsonl")]
+    summary = RolloutSummary(thread_id=name[-36:], cwd=None, usage=_zero_usage())
+    for kind, payload in _rollout_lines(path):
+        if kind == "session_meta" and payload.get("id"):
+            summary.thread_id = payload["id"]
+        if kind in ("session_meta", "turn_context") and payload.get("cwd"):
+            summary.cwd = payload["cwd"]
+        if kind == "event_msg" and payload.get("type") == "token_count":
+            total = (payload.get("info") or {}).get("total_token_usage") or {}
+            summary.usage = {key: int(total.get(key, 0)) for key in USAGE_KEYS}
+    return summary
+
+
+def find_last_rollout(home: str, cwd: str, any_cwd: bool) -> Optional[str]:
+    """`resume --last`: the newest rollout (mtime) whose latest cwd is exactly `cwd`."""
+    def mtime(path):
+        try:
+            return os.path.getmtime(path)
+        except OSError:
+            return 0.0
+    for path in sorted(rollout_files(home), key=mtime, reverse=True):
+        if any_cwd or read_rollout(path).cwd == cwd:
+            return path
+    return None
+
+
+def new_rollout_path(home: str, thread_id: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    day_dir = os.path.join(home, "sessions", now.strftime("%Y"), now.strftime("%m"),
+                           now.strftime("%d"))
+    _ensure_private_dir(day_dir)
+    return os.path.join(day_dir, f"rollout-{now.strftime('%Y-%m-%dT%H-%M-%S')}-{thread_id}.jsonl")
+
+
+def acquire_writer_lock(rollout_path: str) -> Optional[int]:
+    """The active-writer lock of a thread: an flock on `<rollout>.lock`, or None if held."""
+    fd = os.open(rollout_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Rollout:
+    """Appends `{timestamp, type, payload}` lines to a session file, one flushed line at a time.
+    `path=None` (--ephemeral) writes nothing."""
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self._fh = None
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def append(self, kind: str, payload: Dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        record = {"timestamp": _iso_now(), "type": kind, "payload": payload}
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+@dataclass
+class Thread:
+    thread_id: str
+    rollout_path: Optional[str]
+    lock_fd: Optional[int]
+    usage: Dict[str, int]
+    resumed: bool
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def _new_thread(home: str, ephemeral: bool) -> Thread:
+    thread_id = uuid7()
+    if ephemeral:
+        return Thread(thread_id, None, None, _zero_usage(), resumed=False)
+    path = new_rollout_path(home, thread_id)
+    return Thread(thread_id, path, acquire_writer_lock(path), _zero_usage(), resumed=False)
+
+
+def open_thread(home: str, args: ExecArgs, cwd: str) -> Thread:
+    """The thread this run writes: new, resumed by id, or `--last` (new when nothing matches)."""
+    if not args.resume:
+        return _new_thread(home, args.ephemeral)
+    if args.last:
+        path = find_last_rollout(home, cwd, args.all)
+        if path is None:  # trap 3: silently a new thread, rc 0
+            return _new_thread(home, args.ephemeral)
+    else:
+        path = find_rollout(home, args.session_id)
+        if path is None:
+            raise StartupError(MSG_NO_ROLLOUT.format(id=args.session_id))
+    summary = read_rollout(path)
+    lock_fd = acquire_writer_lock(path)
+    if lock_fd is None:
+        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id))
+    return Thread(summary.thread_id, path, lock_fd, summary.usage, resumed=True)
+
+
+# ----------------------------------------------------------------------------- queue & counter
+
+def _queue_path(home: str) -> str:
+    return os.path.join(home, "fake_queue.json")
+
+
+def queue_message(home: str, thread_id: str, message: str) -> int:
+    """Append a message for the thread's next resume; returns how many now wait for it."""
+    _ensure_private_dir(home)
+    path = _queue_path(home)
+    with _flocked(path + ".lock"):
+        queue = _read_json(path, [])
+        queue.append({"thread_id": thread_id, "message": message, "queued_at": _iso_now()})
+        _write_json_atomic(path, queue)
+    return sum(1 for entry in queue if entry.get("thread_id") == thread_id)
+
+
+def take_queued(home: str, thread_id: str) -> List[str]:
+    """Remove and return the messages queued for the thread, oldest first."""
+    path = _queue_path(home)
+    if not os.path.exists(path):
+        return []
+    with _flocked(path + ".lock"):
+        queue = _read_json(path, [])
+        mine = [entry for entry in queue if entry.get("thread_id") == thread_id]
+        if mine:
+            _write_json_atomic(path, [entry for entry in queue if entry not in mine])
+    return [str(entry.get("message", "")) for entry in mine]
+
+
+def next_invocation(home: str) -> int:
+    """Claim the next turn number (0-based) of this CODEX_HOME, atomically under flock."""
+    _ensure_private_dir(home)
+    path = os.path.join(home, "fake_codex_state.json")
+    with _flocked(path + ".lock"):
+        state = _read_json(path, {})
+        number = int(state.get("invocations", 0))
+        state["invocations"] = number + 1
+        _write_json_atomic(path, state)
+    return number
+
+
+# ----------------------------------------------------------------------------- scenario
+
+class ScenarioError(Exception):
+    pass
+
+
+Step = namedtuple("Step", "kind value options")
+
+
+def _as_text(value):
+    return "" if value is None else str(value)
+
+
+def _as_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("expected a non-negative number")
+    return float(value)
+
+
+def _as_exit_code(value):
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError("expected an exit code 0-255")
+    return value
+
+
+def _as_usage(value):
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping such as {input: 100, output: 20}")
+    usage = {}
+    for key, count in value.items():
+        name = key if str(key).endswith("_tokens") else f"{key}_tokens"
+        if name not in USAGE_KEYS or isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"bad usage entry {key!r}: keys are input, cached_input, "
+                             "cache_write_input, output, reasoning_output; values integers")
+        usage[name] = count
+    return usage
+
+
+def _as_fail(value):
+    if isinstance(value, dict):  # {message: ..., retries: N} form
+        return _as_text(value.get("message")), {k: v for k, v in value.items() if k != "message"}
+    return _as_text(value), {}
+
+
+def _as_usage_limit(value):
+    if value is None or isinstance(value, str):
+        return value
+    return _as_number(value)
+
+
+def _as_write_file(value):
+    if not isinstance(value, dict) or not value.get("path"):
+        raise ValueError("expected {path: ..., text: ...}")
+    return {"path": str(value["path"]), "text": _as_text(value.get("text")),
+            "append": bool(value.get("append", False))}
+
+
+def _as_flag(value):
+    return bool(value)
+
+
+def _as_interval(value):
+    return 2.0 if isinstance(value, bool) else _as_number(value)
+
+
+# step kind -> (value converter, extra keys allowed beside the kind)
+STEP_KINDS = {
+    "reasoning": (_as_text, ()),
+    "message": (_as_text, ()),
+    "shell": (_as_text, ("yield_after",)),
+    "sleep": (_as_number, ()),
+    "usage": (_as_usage, ()),
+    "crash": (_as_exit_code, ()),
+    "exit_early": (_as_flag, ()),
+    "fail": (_as_fail, ("retries", "retry_delay")),
+    "usage_limit": (_as_usage_limit, ()),
+    "network_down": (_as_interval, ()),
+    "hang": (_as_flag, ()),
+    "ignore_sigterm": (_as_flag, ()),
+    "spawn_setsid_grandchild": (_as_number, ()),
+    "write_file": (_as_write_file, ()),
+}
+_STEP_OPTIONS = {"yield_after": _as_number, "retries": int, "retry_delay": _as_number}
+
+
+def _parse_step(raw: Any, where: str) -> Step:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: a step is a mapping such as {{message: 'text'}}")
+    kinds = [key for key in raw if key in STEP_KINDS]
+    if len(kinds) != 1:
+        raise ScenarioError(f"{where}: exactly one of {', '.join(STEP_KINDS)} is needed, "
+                            f"got {sorted(map(str, raw))}")
+    kind = kinds[0]
+    convert, allowed = STEP_KINDS[kind]
+    extra = {key: value for key, value in raw.items() if key != kind}
+    try:
+        value = convert(raw[kind])
+        if kind == "fail":
+            value, nested = value
+            extra = {**nested, **extra}
+        unknown = set(extra) - set(allowed)
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {list(allowed)})")
+        options = {key: _STEP_OPTIONS[key](val) for key, val in extra.items()}
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"{where}.{kind}: {exc}") from None
+    return Step(kind, value, options)
+
+
+def parse_scenario(doc: Any) -> Dict[str, Any]:
+    """Validate a scenario document -> {model_metadata_warning, invocations: [[Step]]}."""
+    if not isinstance(doc, dict):
+        raise ScenarioError("the document must be a mapping with `invocations`")
+    raw_invocations = doc.get("invocations")
+    if raw_invocations is None and "steps" in doc:  # one-turn shorthand
+        raw_invocations = [{"steps": doc["steps"]}]
+    if not isinstance(raw_invocations, list) or not raw_invocations:
+        raise ScenarioError("`invocations` must be a non-empty list")
+    invocations = []
+    for number, invocation in enumerate(raw_invocations):
+        steps = invocation.get("steps") if isinstance(invocation, dict) else None
+        if not isinstance(steps, list):
+            raise ScenarioError(f"invocations[{number}]: needs a `steps` list")
+        invocations.append([_parse_step(step, f"invocations[{number}].steps[{index}]")
+                            for index, step in enumerate(steps)])
+    return {"model_metadata_warning": bool(doc.get("model_metadata_warning", True)),
+            "invocations": invocations}
+
+
+def scenario_path(home: str) -> Optional[str]:
+    explicit = os.environ.get("FAKE_CODEX_SCENARIO")
+    if explicit:
+        return explicit
+    default = os.path.join(home, "fake_codex_scenario.yaml")
+    return default if os.path.exists(default) else None
+
+
+def load_scenario(path: Optional[str]) -> Dict[str, Any]:
+    if path is None:
+        return parse_scenario(DEFAULT_SCENARIO)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read it: {exc.strerror}") from None
+    try:
+        import yaml
+        doc = yaml.safe_load(text)
+    except ImportError:  # pragma: no cover - PyYAML is a dependency
+        doc = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ScenarioError(f"not YAML/JSON: {exc}") from None
+    return parse_scenario(doc)
+
+
+# ----------------------------------------------------------------------------- usage-limit text
+
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def _day_suffix(day: int) -> str:
+    if 11 <= day % 100 <= 13:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
+def format_reset_time(reset: dt.datetime, now: dt.datetime) -> str:
+    """codex's wording of a reset moment (local time, cut to the minute): `1:57 AM` when it is
+    today, `Sep 11th, 2026 12:26 AM` on another day."""
+    clock = f"{reset.hour % 12 or 12}:{reset.minute:02d} {'AM' if reset.hour < 12 else 'PM'}"
+    if reset.date() == now.date():
+        return clock
+    return f"{_MONTHS[reset.month - 1]} {reset.day}{_day_suffix(reset.day)}, {reset.year} {clock}"
+
+
+def usage_limit_message(value: Any, now: Optional[dt.datetime] = None) -> str:
+    """None -> 'try again later.'; a string -> that time verbatim; seconds -> now + seconds."""
+    if value is None:
+        return MSG_USAGE_LIMIT_LATER
+    if isinstance(value, str):
+        return MSG_USAGE_LIMIT_AT.format(when=value)
+    now = now or dt.datetime.now().astimezone()
+    return MSG_USAGE_LIMIT_AT.format(when=format_reset_time(now + dt.timedelta(seconds=value), now))
+
+
+# ----------------------------------------------------------------------------- signals
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler in the main thread; run_exec turns it into codex's exit."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalGate:
+    """SIGINT/SIGTERM/SIGHUP -> _Interrupted, except SIGTERM once `ignore_sigterm` is set."""
+
+    def __init__(self):
+        self.ignore_sigterm = False
+
+    def install(self) -> "SignalGate":
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        if not (signum == signal.SIGTERM and self.ignore_sigterm):
+            raise _Interrupted(signum)
+
+
+def _die_by(signum: int) -> None:
+    """Exit by the signal itself, so the parent sees -signum / 128+signum."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    time.sleep(1)
+    os._exit(128 + signum)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def spawn_setsid_sleeper(seconds: float) -> int:
+    """Double-fork a `sleep` that calls setsid (its own session, parent init), stdio on /dev/null,
+    environment inherited, like a test server that daemonizes. Returns its pid."""
+    sleep_bin = shutil.which("sleep") or "/bin/sleep"
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        _orphan_child(read_fd, write_fd, sleep_bin, seconds)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as fh:
+        data = fh.read()
+    os.waitpid(child, 0)
+    return int(data)
+
+
+def _orphan_child(read_fd: int, write_fd: int, sleep_bin: str, seconds: float) -> None:
+    try:
+        os.close(read_fd)
+        grandchild = os.fork()
+        if grandchild == 0:
+            os.close(write_fd)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.execv(sleep_bin, ["sleep", f"{seconds:g}"])
+        os.write(write_fd, str(grandchild).encode())
+    finally:
+        os._exit(0)
+
+
+# ----------------------------------------------------------------------------- the turn
+
+def _zero_usage() -> Dict[str, int]:
+    return {key: 0 for key in USAGE_KEYS}
+
+
+def _human(event: Dict[str, Any], cwd: str) -> Optional[str]:
+    """The text codex prints on stderr without --json (approximately)."""
+    kind, item = event["type"], event.get("item") or {}
+    if kind == "item.completed":
+        if item["type"] == "reasoning":
+            return f"thinking\n{item['text']}"
+        if item["type"] == "agent_message":
+            return f"codex\n{item['text']}"
+        if item["type"] == "command_execution":
+            return (f"exec\n{item['command']} in {cwd}\n{item['aggregated_output']}"
+                    f"exited {item['exit_code']}")
+        return f"warning: {item.get('message', '')}"
+    if kind == "error":
+        return f"ERROR: {event['message']}"
+    if kind == "turn.completed":
+        usage = event["usage"]
+        return f"tokens used\n{usage['input_tokens'] + usage['output_tokens']}"
+    return None
+
+
+class Output:
+    """The turn as the caller sees it: JSON lines on stdout with --json, else text on stderr."""
+
+    def __init__(self, json_mode: bool, cwd: str):
+        self.json_mode = json_mode
+        self.cwd = cwd
+        self._next_item = 0
+
+    def new_item_id(self) -> str:
+        item_id = f"item_{self._next_item}"
+        self._next_item += 1
+        return item_id
+
+    def event(self, event: Dict[str, Any]) -> None:
+        if self.json_mode:
+            _out(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+            return
+        text = _human(event, self.cwd)
+        if text:
+            _err(text)
+
+
+def _message_item(role: str, text: str) -> Dict[str, Any]:
+    content_type = "input_text" if role == "user" else "output_text"
+    return {"type": "message", "role": role, "content": [{"type": content_type, "text": text}]}
+
+
+class Agent:
+    """Plays one invocation of the scenario as one turn of the thread."""
+
+    def __init__(self, out: Output, rollout: Rollout, settings: Dict[str, Any],
+                 usage: Dict[str, int], gate: SignalGate, output_file: Optional[str]):
+        self.out = out
+        self.rollout = rollout
+        self.settings = settings
+        self.cwd = settings["cwd"]
+        self.usage = dict(usage)  # cumulative for the thread
+        self.turn_usage: Optional[Dict[str, int]] = None  # explicit `usage` steps of this turn
+        self.gate = gate
+        self.output_file = output_file
+        self.turn_id = str(uuid.uuid4())
+        self.last_message: Optional[str] = None
+        self.running: Dict[int, subprocess.Popen] = {}  # pgid -> command still running
+
+    # -- turn boundaries
+
+    def start_turn(self, inputs: List[str], invocation: int, source: Optional[str]) -> None:
+        self.rollout.append("turn_context", {
+            "turn_id": self.turn_id, "approval_policy": "never", **self.settings,
+            "fake_codex": {"invocation": invocation, "scenario": source}})
+        self.rollout.append("event_msg", {"type": "task_started", "turn_id": self.turn_id})
+        for text in inputs:
+            self.rollout.append("response_item", _message_item("user", text))
+            self.rollout.append("event_msg", {"type": "user_message", "message": text})
+        self.out.event({"type": "turn.started"})
+
+    def run(self, steps: List[Step]) -> int:
+        """Play the steps; returns the exit code (0 after the last step)."""
+        for step in steps:
+            code = getattr(self, f"_step_{step.kind}")(step.value, step.options)
+            if code is not None:
+                return code
+        return self._complete()
+
+    def _complete(self) -> int:
+        self._record_usage(self.turn_usage or DEFAULT_TURN_USAGE)
+        self.rollout.append("event_msg", {"type": "task_complete", "turn_id": self.turn_id,
+                                          "last_agent_message": self.last_message})
+        self.out.event({"type": "turn.completed", "usage": dict(self.usage)})
+        self.write_output_file(self.last_message or "")
+        return 0
+
+    def _fail(self, message: str) -> int:
+        if self.turn_usage:
+            self._record_usage(self.turn_usage)
+        self.rollout.append("event_msg", {"type": "error", "message": message})
+        self.out.event({"type": "error", "message": message})
+        self.out.event({"type": "turn.failed", "error": {"message": message}})
+        self.write_output_file("")
+        return 1
+
+    def _record_usage(self, turn: Dict[str, int]) -> None:
+        last = {key: int(turn.get(key, 0)) for key in USAGE_KEYS}
+        for key in USAGE_KEYS:
+            self.usage[key] += last[key]
+        total = dict(self.usage,
+                     total_tokens=self.usage["input_tokens"] + self.usage["output_tokens"])
+        self.rollout.append("event_msg", {"type": "token_count", "info": {
+            "total_token_usage": total, "last_token_usage": last}})
+
+    def write_output_file(self, text: str) -> None:
+        if self.output_file:
+            with contextlib.suppress(OSError):
+                with open(self.output_file, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+
+    def kill_running(self) -> None:
+        for pgid in list(self.running):
+            _kill_group(pgid)
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                self.running.pop(pgid).wait(timeout=5)
+
+    def emit_item(self, fields: Dict[str, Any]) -> None:
+        self.out.event({"type": "item.completed", "item": {"id": self.out.new_item_id(), **fields}})
+
+    def _command_env(self) -> Dict[str, str]:
+        """Commands inherit codex's environment; the fake adds the sandbox mode it was given."""
+        return dict(os.environ, FAKE_CODEX_SANDBOX_MODE=self.settings["sandbox_mode"])
+
+    # -- steps: each returns None to go on, or the process exit code
+
+    def _step_reasoning(self, text, _options):
+        self.rollout.append("response_item", {"type": "reasoning", "content": None,
+                                              "summary": [{"type": "summary_text", "text": text}]})
+        self.emit_item({"type": "reasoning", "text": text})
+
+    def _step_message(self, text, _options):
+        self.rollout.append("response_item", _message_item("assistant", text))
+        self.rollout.append("event_msg", {"type": "agent_message", "message": text})
+        self.emit_item({"type": "agent_message", "text": text})
+        self.last_message = text
+
+    def _step_shell(self, cmd, options):
+        item = {"id": self.out.new_item_id(), "type": "command_execution",
+                "command": f"/bin/bash -lc {shlex.quote(cmd)}", "aggregated_output": "",
+                "exit_code": None, "status": "in_progress"}
+        self.out.event({"type": "item.started", "item": dict(item)})
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        self.rollout.append("response_item", {
+            "type": "function_call", "name": "exec_command", "call_id": call_id,
+            "arguments": json.dumps({"cmd": cmd, "yield_time_ms": 10000})})
+        with tempfile.TemporaryFile() as capture:
+            proc = subprocess.Popen(["/bin/bash", "-c", cmd], cwd=self.cwd, env=self._command_env(),
+                                    stdin=subprocess.DEVNULL, stdout=capture,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.running[proc.pid] = proc
+            try:
+                code = proc.wait(timeout=options.get("yield_after"))
+            except subprocess.TimeoutExpired:  # trap 8: no item.completed, killed at turn end
+                self.rollout.append("response_item", {
+                    "type": "function_call_output", "call_id": call_id,
+                    "output": f"Process running with session ID {proc.pid}"})
+                return None
+            self.running.pop(proc.pid, None)
+            capture.seek(0)
+            output = capture.read().decode("utf-8", errors="replace")
+        code = code if code >= 0 else 128 - code
+        self.rollout.append("response_item", {
+            "type": "function_call_output", "call_id": call_id,
+            "output": f"Process exited with code {code}\nOutput:\n{output}"})
+        item.update(aggregated_output=output, exit_code=code,
+                    status="completed" if code == 0 else "failed")
+        self.out.event({"type": "item.completed", "item": item})
+        return None
+
+    def _step_sleep(self, seconds, _options):
+        time.sleep(seconds)
+
+    def _step_usage(self, usage, _options):
+        self.turn_usage = self.turn_usage or {}
+        for key, count in usage.items():
+            self.turn_usage[key] = self.turn_usage.get(key, 0) + count
+
+    def _step_crash(self, code, _options):
+        _err(f"{_iso_now()} ERROR codex_core::codex: crash")
+        return code
+
+    def _step_exit_early(self, enabled, _options):
+        return self._complete() if enabled else None
+
+    def _step_fail(self, message, options):
+        retries = options.get("retries", 0)
+        for attempt in range(1, retries + 1):
+            notice = f"Reconnecting... {attempt}/{retries} ({message})"
+            self.out.event({"type": "error", "message": notice})
+            time.sleep(options.get("retry_delay", 0.0))
+        return self._fail(message)
+
+    def _step_usage_limit(self, value, _options):
+        return self._fail(usage_limit_message(value))
+
+    def _step_network_down(self, interval, _options):
+        while True:  # codex retries forever while the connection is refused
+            self.out.event({"type": "error", "message": MSG_NETWORK})
+            time.sleep(interval)
+
+    def _step_hang(self, enabled, _options):
+        while enabled:
+            time.sleep(3600)
+
+    def _step_ignore_sigterm(self, enabled, _options):
+        self.gate.ignore_sigterm = enabled
+
+    def _step_spawn_setsid_grandchild(self, seconds, _options):
+        pid = spawn_setsid_sleeper(seconds)
+        self._step_message(f"spawned {pid}", {})
+
+    def _step_write_file(self, spec, _options):
+        path = os.path.join(self.cwd, spec["path"])
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(path, "a" if spec["append"] else "w", encoding="utf-8") as fh:
+            fh.write(spec["text"])
+        self.rollout.append("event_msg", {"type": "fake_write_file", "path": spec["path"]})
+
+
+# ----------------------------------------------------------------------------- exec
+
+def _banner(thread: Thread, settings: Dict[str, Any], prompt: str) -> str:
+    return "\n".join([
+        f"OpenAI Codex v{VERSION} (research preview) [fake]", "--------",
+        f"workdir: {settings['cwd']}", f"model: {settings['model']}", "provider: fake",
+        "approval: never", f"sandbox: {settings['sandbox_mode']}",
+        f"reasoning effort: {settings['reasoning_effort'] or 'none'}",
+        f"session id: {thread.thread_id}", "--------", "user", prompt])
+
+
+def _working_dir(args: ExecArgs) -> str:
+    if not args.cd:
+        return os.getcwd()
+    cwd = os.path.abspath(args.cd)
+    if not os.path.isdir(cwd):
+        raise StartupError(f"Error: failed to use {args.cd} as the working directory: "
+                           "No such file or directory (os error 2)")
+    return cwd
+
+
+def _prepare(args: ExecArgs, home: str):
+    """Start-up checks in codex's order; any failure raises StartupError before stdout is used."""
+    prompt = resolve_prompt(args.prompt)
+    cwd = _working_dir(args)
+    config = load_config(home, args)
+    settings = effective_settings(args, config, cwd)
+    if not (args.skip_git_repo_check or _trusted(config, cwd) or _inside_git_work_tree(cwd)):
+        raise StartupError(MSG_UNTRUSTED)
+    source = scenario_path(home)
+    try:
+        scenario = load_scenario(source)
+    except ScenarioError as exc:
+        raise StartupError(f"fake codex: scenario {source or '(built-in)'}: {exc}") from None
+    return prompt, settings, scenario, source
+
+
+def run_exec(args: ExecArgs) -> int:
+    """`codex exec [resume]`: one turn of a new or resumed thread, played from the scenario."""
+    home = codex_home()
+    gate = SignalGate().install()
+    thread: Optional[Thread] = None
+    agent: Optional[Agent] = None
+    rollout = Rollout(None)
+    output_file = os.path.abspath(args.output_last_message) if args.output_last_message else None
+    try:
+        prompt, settings, scenario, source = _prepare(args, home)
+        thread = open_thread(home, args, settings["cwd"])
+        queued = take_queued(home, thread.thread_id) if thread.resumed else []
+        invocation = next_invocation(home)
+        invocations = scenario["invocations"]
+        steps = invocations[min(invocation, len(invocations) - 1)]
+        rollout = Rollout(None if args.ephemeral else thread.rollout_path)
+        if not thread.resumed:
+            rollout.append("session_meta", {
+                "id": thread.thread_id, "timestamp": _iso_now(), "cwd": settings["cwd"],
+                "originator": "codex_exec", "cli_version": VERSION, "source": "exec"})
+        out = Output(args.json, settings["cwd"])
+        agent = Agent(out, rollout, settings, thread.usage, gate, output_file)
+        if not args.json:
+            _err(_banner(thread, settings, prompt))
+        out.event({"type": "thread.started", "thread_id": thread.thread_id})
+        if scenario["model_metadata_warning"]:
+            warning = MSG_METADATA.format(model=settings["model"])
+            agent.emit_item({"type": "error", "message": warning})
+        agent.start_turn(queued + [prompt], invocation, source)
+        code = agent.run(steps)
+        if code == 0 and not args.json:
+            _out(agent.last_message or "")
+        return code
+    except StartupError as exc:
+        _err(str(exc))
+        return 1
+    except _Interrupted as exc:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # no second unwinding
+            signal.signal(signum, signal.SIG_IGN)
+        _release(agent, rollout, thread)
+        if exc.signum != signal.SIGINT:
+            _die_by(exc.signum)
+        if agent is not None:
+            agent.write_output_file("")
+        return 1
+    finally:
+        _release(agent, rollout, thread)
+
+
+def _release(agent: Optional[Agent], rollout: Rollout, thread: Optional[Thread]) -> None:
+    """Kill the commands still running, close the rollout, drop the active-writer lock."""
+    if agent is not None:
+        agent.kill_running()
+    rollout.close()
+    if thread is not None:
+        thread.release()
+
+
+def run_queue(tokens) -> int:
+    values, _positionals, _sub, _rest = parse_args(tokens, QUEUE_OPTS, USAGE_QUEUE,
+                                                   max_positionals=0)
+    if values.get("help"):
+        _out(HELP_QUEUE)
+        return 0
+    missing = [_display(opt) for opt in QUEUE_OPTS[:2] if opt.dest not in values]
+    if missing:
+        raise UsageError("the following required arguments were not provided:\n  "
+                         + "\n  ".join(missing), USAGE_QUEUE)
+    count = queue_message(codex_home(), values["thread"], values["message"])
+    _out(f"Queued message {count} for thread {values['thread']}")
+    return 0
+
+
+def _dispatch(argv: List[str]) -> int:
+    values, _positionals, command, rest = parse_args(argv, TOP_OPTS, USAGE_TOP,
+                                                     ("exec", "e", "queue"), max_positionals=0)
+    if values.get("version"):
+        _out(f"codex-cli {VERSION}")
+        return 0
+    if values.get("help"):
+        _out(HELP_TOP)
+        return 0
+    if command is None:
+        raise UsageError("the fake codex implements only `exec`, `queue` and `--version`",
+                         USAGE_TOP)
+    if command == "queue":
+        return run_queue(rest)
+    args = parse_exec_args(rest, values)
+    if args.version:
+        _out(f"codex-cli {VERSION}")
+        return 0
+    if args.help:
+        _out(args.help)
+        return 0
+    return run_exec(args)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:
+        _err(exc.render())
+        return 2
+    except StartupError as exc:
+        _err(str(exc))
+        return 1
+    except _Interrupted as exc:  # a signal during the final clean-up
+        if exc.signum != signal.SIGINT:
+            _die_by(exc.signum)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

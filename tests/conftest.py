@@ -1,0 +1,58 @@
+"""Fixtures shared by the test suite.
+
+Under CI=true a test that would skip for a missing tool fails instead (see `require`).
+"""
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(tool: str, why: str) -> str:
+    """The path of `tool`; skip without it, but fail under CI=true."""
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} is not installed: {why}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: a missing tool is a failure)")
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Night:
+    base: Path
+    repo: Path
+    config: Path
+    mark: str
+
+    @property
+    def run_root(self) -> Path:
+        return self.base / "run"
+
+    def scenario(self, *invocations):
+        helpers.write_scenario(self.base, list(invocations))
+
+    def start(self, *args, env_extra=None):
+        return helpers.start_run(self.repo, self.config, self.mark, *args, env_extra=env_extra)
+
+    def session(self):
+        return helpers.read_session(self.base)
+
+
+@pytest.fixture
+def night(tmp_path):
+    """A real repository, a config with everything outside it, and a leftover check at the end."""
+    base = tmp_path
+    repo = helpers.make_repo(base / "repo")
+    config = helpers.write_config(base / "overnight.yaml", base)
+    mark = uuid.uuid4().hex
+    yield Night(base=base, repo=repo, config=config, mark=mark)
+    helpers.assert_no_agent_processes(mark, helpers.tag_prefix(base / "run"))

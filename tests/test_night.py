@@ -1,0 +1,285 @@
+"""`overnight-agent run` end to end with the scripted codex: real git, processes and signals."""
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+import helpers
+from helpers import git, wait_session
+
+HANG = [{"message": "working"}, {"hang": True}]
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def attempts(session):
+    return [(a["kind"], a["outcome"]) for a in session["attempts"]]
+
+
+def rollout_turns(codex_home: Path):
+    """turn_context records the fake codex wrote: what each exec/resume really ran with."""
+    turns = []
+    for path in sorted((codex_home / "sessions").rglob("rollout-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["type"] == "turn_context":
+                turns.append(record["payload"])
+    return turns
+
+
+def test_a_short_night_commits_resumes_and_finishes(night):
+    night.scenario(
+        [{"shell": "git switch -q -c overnight/2026-01-01_0000_demo && echo one > one.txt && "
+                   "git add one.txt && git commit -qm 'feat: one'"},
+         {"crash": 1}],
+        [{"message": "resumed"}, {"write_file": {"path": "wip.txt", "text": "unfinished\n"}}, {"hang": True}],
+    )
+    before = helpers.primary_fingerprint(night.repo)
+    proc = night.start("--hours", str(5 / 3600))
+    code, out, err = helpers.finish(proc, timeout=40)
+    assert code == 0, err
+    session = night.session()
+    assert session["state"] == "finished"
+    assert attempts(session) == [("start", "crashed"), ("resume", "stopped")]
+    thread = session["thread_id"]
+    assert thread and all(a["thread_id"] == thread for a in session["attempts"])
+    # The work is on overnight/* branches; the deadline saved the uncommitted file as a checkpoint.
+    assert git(night.repo, "log", "-1", "--format=%s", "overnight/2026-01-01_0000_demo").startswith("checkpoint:")
+    assert "feat: one" in git(night.repo, "log", "--format=%s", "overnight/2026-01-01_0000_demo")
+    assert git(night.repo, "show", "overnight/2026-01-01_0000_demo:wip.txt") == "unfinished"
+    assert helpers.primary_fingerprint(night.repo) == before
+    # Every exec and resume ran with the pinned model, effort and workspace-write sandbox.
+    turns = rollout_turns(night.run_root / "codex_home")
+    assert len(turns) == 2
+    for turn in turns:
+        assert turn["model"] == "gpt-5.3-codex"
+        assert turn["reasoning_effort"] == "xhigh"
+        assert turn["sandbox_mode"] == "workspace-write"
+        assert any(root.endswith("/objects") for root in turn["writable_roots"])
+    run_dir = night.run_root / "runs" / session["run_id"]
+    assert "attempt 1 (start" in (run_dir / "codex_start.log").read_text()
+    resume_log = (run_dir / "codex_resume.log").read_text()
+    assert f"attempt 2 (resume of {thread}" in resume_log and '"thread.started"' in resume_log
+    events = [json.loads(line)["event"] for line in (run_dir / "supervisor.log").read_text().splitlines()]
+    for name in ("night.created", "attempt.started", "thread.started", "attempt.ended", "stop.begin",
+                 "checkpoint.committed", "night.finished"):
+        assert name in events
+
+
+def test_a_second_run_is_refused_with_the_holders_pid(night):
+    night.scenario(HANG)
+    first = night.start("--hours", "1")
+    try:
+        wait_session(night.base, lambda s: s["state"] == "running", what="first run running")
+        second = helpers.run_cli("run", "--repo", str(night.repo), "--config", str(night.config),
+                                 "--hours", "1", mark=night.mark)
+        assert second.returncode == 75
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"pid {first.pid}" in lines[0], second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(first)
+    assert code == 0, err
+    assert night.session()["state"] == "stopped"
+
+
+def test_sigterm_stops_codex_and_everything_it_started(night):
+    night.scenario([{"spawn_setsid_grandchild": 300}, {"ignore_sigterm": True}, {"hang": True}])
+    proc = night.start("--hours", "1")
+    prefix = helpers.tag_prefix(night.run_root)
+    helpers.wait_for(lambda: len(helpers.processes_marked(None, prefix)) >= 2, what="codex and grandchild")
+    sessions = {p.pid: os.getsid(p.pid) for p in helpers.processes_marked(None, prefix)}
+    assert len(set(sessions.values())) >= 2, "the grandchild should have its own session"
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = helpers.finish(proc)
+    assert code == 0, err
+    assert helpers.processes_marked(None, prefix) == []
+    session = night.session()
+    assert session["state"] == "stopped"
+    assert attempts(session) == [("start", "stopped")]
+
+
+def test_sigkill_mid_turn_then_restart_resumes_the_same_thread(night):
+    night.scenario(HANG)
+    first = night.start("--hours", "1")
+    session = wait_session(night.base, lambda s: s.get("thread_id") and s["state"] == "running",
+                           what="thread started")
+    thread = session["thread_id"]
+    old_codex = psutil.Process(session["attempts"][0]["pid"])
+    os.killpg(first.pid, signal.SIGKILL)  # the supervisor only: codex has its own session
+    helpers.finish(first)
+    assert alive(old_codex), "codex outlives a SIGKILLed supervisor"
+    second = night.start("--hours", "1")
+    try:
+        resumed = wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
+                               what="resumed attempt")
+        assert not alive(old_codex), "the old codex must be stopped before a new one starts"
+        assert resumed["restarts"] == 1
+        assert resumed["thread_id"] == thread
+        assert resumed["attempts"][0]["outcome"] == "supervisor_lost"
+        assert resumed["attempts"][1]["kind"] == "resume"
+        wait_session(night.base, lambda s: s["attempts"][1].get("thread_id") == thread,
+                     what="resumed thread announced")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(second)
+    assert code == 0, err
+    final = night.session()
+    assert final["attempts"][1]["outcome"] == "stopped"  # not thread_busy: the old writer was gone
+
+
+def _kill_then_restart(night, fault: str):
+    night.scenario(HANG)
+    first = night.start("--hours", "1", env_extra={"OVERNIGHT_AGENT_FAULTS": fault})
+    code, _, err = helpers.finish(first)
+    assert code == -signal.SIGKILL, f"the fault {fault} was not reached: {err[-2000:]}"
+    before = night.session()
+    second = night.start("--hours", "1")
+    try:
+        after = wait_session(night.base, lambda s: s["state"] == "running" and s.get("thread_id")
+                             and s["restarts"] == 1, what="running again")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(second)
+    assert code == 0, err
+    return before, after
+
+
+def test_sigkill_during_setup_reuses_the_same_run_and_worktrees(night):
+    before, after = _kill_then_restart(night, "setup.between_worktrees")
+    assert before["run_id"] == after["run_id"]
+    worktrees = git(night.repo, "worktree", "list", "--porcelain")
+    assert worktrees.count("worktree ") == 3  # primary, session, ops journal: nothing doubled
+    assert Path(after["session_worktree"]).is_dir()
+
+
+def test_sigkill_right_after_spawn_recovers_the_thread_from_the_session_store(night):
+    before, after = _kill_then_restart(night, "attempt.after_spawn")
+    assert before["thread_id"] is None
+    # The first codex announced a thread nobody saved; the restart found it and resumed it.
+    assert after["attempts"][-1]["kind"] == "resume"
+    rollouts = list((night.run_root / "codex_home" / "sessions").rglob("rollout-*.jsonl"))
+    assert len(rollouts) == 1 and after["thread_id"] in rollouts[0].name
+
+
+def test_sigkill_during_a_state_write_leaves_a_resumable_state(night):
+    # Writes: created, backoff, running, then the thread id. Dying between the temp file and its
+    # rename in that 4th write must leave the 3rd write intact (never a torn file), and the
+    # restart must still find and resume the thread.
+    before, after = _kill_then_restart(night, "state.before_rename:4")
+    assert before is not None and before["state"] == "running" and before["thread_id"] is None
+    assert before["run_id"] == after["run_id"]
+    rollouts = list((night.run_root / "codex_home" / "sessions").rglob("rollout-*.jsonl"))
+    assert len(rollouts) == 1 and after["thread_id"] in rollouts[0].name
+    assert after["attempts"][-1]["kind"] == "resume"
+
+
+def test_no_resume_and_a_past_deadline_start_fresh_and_archive_the_old_state(night):
+    night.scenario([{"message": "quick"}])
+    code, _, err = helpers.finish(night.start("--hours", str(2 / 3600)))
+    assert code == 0, err
+    first = night.session()
+    assert first["state"] == "finished"
+    time.sleep(1.1)  # run ids have one-second resolution
+    # The deadline has passed: a new night starts.
+    second_proc = night.start("--hours", str(2 / 3600))
+    code, _, err = helpers.finish(second_proc)
+    assert code == 0, err
+    second = night.session()
+    assert second["run_id"] != first["run_id"] and second["restarts"] == 0
+    archived = night.run_root / "runs" / first["run_id"] / "session.json"
+    assert json.loads(archived.read_text())["run_id"] == first["run_id"]
+    # --no-resume starts fresh even before the deadline.
+    time.sleep(1.1)
+    night.scenario(HANG)
+    live = night.start("--hours", "1")
+    wait_session(night.base, lambda s: s["state"] == "running", what="live night")
+    live.send_signal(signal.SIGTERM)
+    helpers.finish(live)
+    time.sleep(1.1)
+    again = night.start("--hours", "1", "--no-resume")
+    wait_session(night.base, lambda s: s["state"] == "running" and s["restarts"] == 0
+                 and s["run_id"] != second["run_id"], what="fresh night")
+    again.send_signal(signal.SIGTERM)
+    helpers.finish(again)
+
+
+def test_an_unreadable_session_json_is_a_clear_error_and_is_kept(night):
+    state = night.run_root / "session.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"run_id": "x", "deadline": ')
+    result = helpers.run_cli("run", "--repo", str(night.repo), "--config", str(night.config),
+                             "--hours", "1", mark=night.mark)
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(state) in lines[0] and "not valid JSON" in lines[0]
+    assert state.read_text() == '{"run_id": "x", "deadline": '
+
+
+def test_a_start_outside_the_night_window_exits_zero_and_says_when(night):
+    now = time.localtime()
+    start = f"{(now.tm_hour + 2) % 24:02d}:{now.tm_min:02d}"
+    end = f"{(now.tm_hour + 3) % 24:02d}:{now.tm_min:02d}"
+    helpers.write_config(night.config, night.base, schedule={"window_start": start, "deadline": end})
+    result = helpers.run_cli("run", "--repo", str(night.repo), "--config", str(night.config),
+                             mark=night.mark)
+    assert result.returncode == 0, result.stderr
+    assert "outside the night window" in result.stderr and "next one opens at" in result.stderr
+    assert night.session() is None
+
+
+def test_a_thread_codex_no_longer_knows_falls_back_to_a_fresh_session(night):
+    night.scenario(
+        [{"shell": 'rm -f "$CODEX_HOME"/sessions/*/*/*/rollout-*.jsonl'}, {"crash": 1}],
+        HANG,
+    )
+    proc = night.start("--hours", "1")
+    try:
+        session = wait_session(night.base, lambda s: s["fresh_starts"] == 1 and s["state"] == "running"
+                               and s["thread_id"] and s["attempts"][-1].get("thread_id"),
+                               what="fresh start after unknown thread")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc)
+    kinds = attempts(session)
+    assert kinds[:2] == [("start", "crashed"), ("resume", "unknown_thread")]
+    assert kinds[2][0] == "start"
+    assert session["thread_id"] != session["attempts"][0]["thread_id"]
+    assert any(e["event"] == "fresh_start" for e in session["events"])
+
+
+def test_wrap_up_prompt_goes_to_the_first_resume_after_wrap_up_time(night):
+    helpers.write_config(night.config, night.base, schedule={"wrap_up": "1h"})
+    night.scenario([{"exit_early": True}], [{"exit_early": True}], HANG)
+    proc = night.start("--hours", "1")
+    try:
+        wait_session(night.base, lambda s: len(s["attempts"]) == 3 and s["state"] == "running",
+                     what="third attempt")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc)
+    session = night.session()
+    log = (night.run_root / "runs" / session["run_id"] / "codex_resume.log").read_text()
+    assert "attempt 2 (resume" in log and "prompt wrap_up" in log
+    assert "attempt 3 (resume" in log and log.count("prompt wrap_up") == 1
+    assert session["wrap_up_sent"] is True
+
+
+def test_run_root_inside_the_repo_is_excluded_without_touching_tracked_files(night):
+    helpers.write_config(night.config, night.base, repo={"run_root": "tmp/overnight_agent"})
+    night.scenario([{"message": "quick"}])
+    before = helpers.primary_fingerprint(night.repo)
+    code, _, err = helpers.finish(night.start("--hours", str(2 / 3600)))
+    assert code == 0, err
+    assert (night.repo / "tmp" / "overnight_agent" / "session.json").is_file()
+    assert helpers.primary_fingerprint(night.repo) == before  # status included: tmp/ is invisible
+    assert "/tmp/overnight_agent/" in (night.repo / ".git" / "info" / "exclude").read_text()
+    helpers.assert_no_agent_processes(None, helpers.tag_prefix(night.repo / "tmp" / "overnight_agent"))
