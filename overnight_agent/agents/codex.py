@@ -25,7 +25,7 @@ _UNKNOWN_THREAD = re.compile(r"no rollout found for thread id", re.I)
 _THREAD_BUSY = re.compile(r"already has an active writer", re.I)
 _USAGE_LIMIT = re.compile(r"usage limit|usage_limit_reached|quota", re.I)
 _RATE_LIMIT = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
-_SERVER = re.compile(r"\b5\d\d\b|high demand|server.?error|overloaded|internal error|"
+_SERVER = re.compile(r"\b5\d\d\b|high demand|overloaded|internal server error|service unavailable|"
                      r"stream disconnected|idle timeout", re.I)
 _NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network is unreachable|"
                       r"error sending request|dns", re.I)

@@ -1,0 +1,157 @@
+"""Pure logic, tested fast: time arithmetic, backoff, resume-or-fresh, codex argv and outcomes."""
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from overnight_agent import policy, timeparse
+from overnight_agent.agents import base
+from overnight_agent.agents.base import AttemptView
+from overnight_agent.agents.codex import CodexBackend
+
+SAMPLES = Path(__file__).parent / "samples" / "codex"
+TZ = dt.timezone(dt.timedelta(hours=1))
+
+
+@pytest.mark.parametrize("text,seconds", [("45s", 45), ("10m", 600), ("1h30m", 5400), ("2.5s", 2.5),
+                                          ("500ms", 0.5), (90, 90), ("90", 90), ("1d", 86400)])
+def test_durations(text, seconds):
+    assert timeparse.parse_duration(text) == seconds
+
+
+def test_next_occurrence_and_the_night_window():
+    evening = dt.datetime(2026, 3, 1, 19, 0, tzinfo=TZ)
+    night = dt.datetime(2026, 3, 2, 1, 30, tzinfo=TZ)
+    assert timeparse.next_occurrence(night, dt.time(5, 0)).replace(tzinfo=None) == dt.datetime(2026, 3, 2, 5, 0)
+    start, end = dt.time(17, 0), dt.time(5, 0)
+    assert timeparse.in_night_window(evening, start, end)
+    assert timeparse.in_night_window(night, start, end)
+    assert not timeparse.in_night_window(dt.datetime(2026, 3, 2, 8, 0, tzinfo=TZ), start, end)
+    assert not timeparse.in_night_window(dt.datetime(2026, 3, 2, 5, 0, tzinfo=TZ), start, end)
+
+
+def _history(*items):
+    return [policy.AttemptSummary(kind, duration, outcome) for kind, duration, outcome in items]
+
+
+def test_backoff_grows_on_quick_exits_and_resets_after_a_healthy_stretch():
+    rule = dict(initial=2, factor=2, maximum=30, healthy_after=600)
+    quick = ("resume", 5, base.CRASHED)
+    assert policy.backoff_delay(_history(quick), **rule) == 2
+    assert policy.backoff_delay(_history(quick, quick, quick), **rule) == 8
+    assert policy.backoff_delay(_history(*[quick] * 10), **rule) == 30
+    assert policy.backoff_delay(_history(quick, quick, ("resume", 900, base.COMPLETED)), **rule) == 2
+    assert policy.backoff_delay(_history(("resume", 900, base.COMPLETED), quick, quick), **rule) == 4
+
+
+def test_resume_or_fresh():
+    assert policy.next_attempt(None, [], resume_failures_before_fresh=2).fresh
+    ok = policy.next_attempt("t1", _history(("start", 5, base.CRASHED)), resume_failures_before_fresh=2)
+    assert not ok.fresh
+    gone = policy.next_attempt("t1", _history(("resume", 1, base.UNKNOWN_THREAD)), resume_failures_before_fresh=2)
+    assert gone.fresh and "unknown_thread" in gone.reason
+    dying = _history(("resume", 1, base.CRASHED_BEFORE_THREAD), ("resume", 1, base.CRASHED_BEFORE_THREAD))
+    assert policy.next_attempt("t1", dying, resume_failures_before_fresh=2).fresh
+    assert not policy.next_attempt("t1", dying[:1], resume_failures_before_fresh=2).fresh
+
+
+def backend(**kw):
+    args = dict(codex_bin="codex", codex_home=Path("/h"), model="gpt-5.3-codex", effort="xhigh",
+                sandbox="workspace-write", writable_roots=[Path("/r/.git/worktrees/s"), Path("/r/.git/objects")])
+    args.update(kw)
+    return CodexBackend(**args)
+
+
+def test_exec_and_resume_argv_pin_model_effort_sandbox_and_writable_roots():
+    b = backend(extra_config=["model_verbosity=low"])
+    start = b.start_argv("PROMPT")
+    assert start[:5] == ["codex", "exec", "--json", "--sandbox", "workspace-write"]
+    assert start[-1] == "PROMPT"
+    resume = b.resume_argv("0199-thread", "go on")
+    # --sandbox must precede `resume` (which has none and defaults to read-only).
+    assert resume[:6] == ["codex", "exec", "--sandbox", "workspace-write", "resume", "0199-thread"]
+    for argv in (start, resume):
+        assert argv[argv.index("-m") + 1] == "gpt-5.3-codex"
+        assert "model_reasoning_effort=xhigh" in argv
+        assert 'sandbox_workspace_write.writable_roots=["/r/.git/worktrees/s","/r/.git/objects"]' in argv
+        assert "model_verbosity=low" in argv
+        assert "--last" not in argv
+    assert resume[-2:] == ["--json", "go on"]
+
+
+def test_environment_is_an_allowlist_plus_provider_keys(tmp_path):
+    (tmp_path / "config.toml").write_text('[model_providers.mock]\nenv_key = "MOCK_API_KEY"\n')
+    b = backend(codex_home=tmp_path, env_passthrough=["EXTRA"])
+    env = b.environment({"PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "AWS_SECRET_ACCESS_KEY": "s",
+                         "OPENAI_API_KEY": "k", "MOCK_API_KEY": "m", "EXTRA": "e", "GITHUB_TOKEN": "g"})
+    assert env == {"PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "OPENAI_API_KEY": "k",
+                   "MOCK_API_KEY": "m", "EXTRA": "e", "CODEX_HOME": str(tmp_path)}
+
+
+def view_from_sample(name, kind="start", returncode=1, expected=None, stderr=""):
+    b = backend()
+    view = AttemptView(kind=kind, expected_thread=expected, returncode=returncode, stderr_tail=stderr)
+    for line in (SAMPLES / name).read_text().splitlines():
+        event = b.parse_line(line)
+        if event:
+            view.observe(event)
+    return b.classify(view)
+
+
+@pytest.mark.parametrize("sample,rc,kind", [
+    ("exec_success.jsonl", 0, base.COMPLETED),
+    ("fail_400.jsonl", 1, base.TURN_FAILED),
+    ("fail_err500.jsonl", 1, base.SERVER_ERROR),
+    ("fail_stall.jsonl", 1, base.SERVER_ERROR),
+    ("usage_limit_resets_at.jsonl", 1, base.USAGE_LIMIT),
+    ("usage_limit_resets_in_seconds.jsonl", 1, base.USAGE_LIMIT),
+    ("fail_refused.jsonl", 1, base.NETWORK_DOWN),
+    ("fail_sigint.jsonl", 1, base.CRASHED),
+    ("fail_sigint.jsonl", -15, base.KILLED),
+])
+def test_real_captures_are_classified(sample, rc, kind):
+    assert view_from_sample(sample, returncode=rc).kind == kind
+
+
+def test_resume_failures_are_typed_from_stderr():
+    b = backend()
+    unknown = AttemptView(kind="resume", expected_thread="t", returncode=1,
+                          stderr_tail="Error: thread/resume failed: no rollout found for thread id t\n")
+    assert b.classify(unknown).kind == base.UNKNOWN_THREAD
+    busy = AttemptView(kind="resume", expected_thread="t", returncode=1,
+                       stderr_tail="Error: thread t already has an active writer (code -32600)\n")
+    assert b.classify(busy).kind == base.THREAD_BUSY
+    other = AttemptView(kind="resume", expected_thread="t", thread_id="u", returncode=0, turn_completed=True)
+    assert b.classify(other).kind == base.THREAD_MISMATCH
+    stopped = AttemptView(kind="start", returncode=1, stopped_for="deadline")
+    assert b.classify(stopped) == base.Outcome(base.STOPPED, "deadline")
+    silent = AttemptView(kind="start", thread_id="t", returncode=0)
+    assert b.classify(silent).kind == base.EXITED_EARLY
+
+
+def test_turn_failed_with_exit_status_zero_is_still_a_failure():
+    b = backend()
+    view = AttemptView(kind="start", returncode=0)
+    for line in ('{"type":"thread.started","thread_id":"t"}',
+                 '{"type":"turn.failed","error":{"message":"boom"}}'):
+        view.observe(b.parse_line(line))
+    assert b.classify(view).kind == base.TURN_FAILED
+
+
+def test_find_thread_by_the_latest_cwd_in_rollouts(tmp_path):
+    day = tmp_path / "sessions" / "2026" / "11" / "29"
+    day.mkdir(parents=True)
+    def rollout(name, thread, cwds):
+        lines = [{"type": "session_meta", "payload": {"id": thread, "cwd": cwds[0]}}]
+        lines += [{"type": "turn_context", "payload": {"cwd": c}} for c in cwds[1:]]
+        (day / name).write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rollout("rollout-a-t1.jsonl", "t1", ["/w/a"])
+    rollout("rollout-b-t2.jsonl", "t2", ["/w/b", "/w/a"])
+    rollout("rollout-c-t3.jsonl", "t3", ["/w/a", "/w/c"])
+    import os
+    os.utime(day / "rollout-a-t1.jsonl", (1, 1))
+    b = backend(codex_home=tmp_path)
+    assert b.find_thread(Path("/w/a")) == "t2"
+    assert b.find_thread(Path("/w/c")) == "t3"
+    assert b.find_thread(Path("/w/zzz")) is None
