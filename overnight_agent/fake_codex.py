@@ -415,9 +415,9 @@ def _mini_toml_value(text: str) -> Any:
     """The TOML subset codex users pass with -c, for Pythons without tomllib."""
     if text in ("true", "false"):
         return text == "true"
-    for convert in (int, float):
-        with contextlib.suppress(ValueError):
-            if text[:1].isdigit() or text[:1] in "+-":
+    if text[:1].isdigit() or text[:1] in ("+", "-"):
+        for convert in (int, float):
+            with contextlib.suppress(ValueError):
                 return convert(text)
     if text.startswith("[") and text.endswith("]"):
         return _mini_toml_list(text[1:-1])
