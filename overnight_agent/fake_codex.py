@@ -1,7 +1,7 @@
 """A scripted stand-in for OpenAI's Codex CLI 0.169.0 (`codex exec`), whose "model" is a
 scenario file. The demo and the test suite run it where the real CLI would need the internet.
 
-Owns, as the real CLI does them (measured: /work/shared/notes/codex-cli, copies of the captures
+Owns, as the real CLI does them (measured against the real CLI; copies of its captures
 in tests/samples/codex/):
   - the command line of `codex exec [OPTIONS] [PROMPT]`, `codex exec [OPTIONS] resume
     [OPTIONS] [SESSION_ID] [PROMPT]`, `codex queue` and `--version`, with clap-style usage

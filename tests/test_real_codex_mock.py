@@ -34,7 +34,7 @@ MODEL = "gpt-5.3-codex"
 EFFORT = "xhigh"
 
 # The (type, item.type) sequence of samples/exec_success.jsonl (a real capture); the test also
-# re-reads the sample itself when the shared notes are present next to the repository.
+# re-reads the sample itself from tests/samples/codex/.
 EXEC_SUCCESS_SEQUENCE = [
     ("thread.started", None),
     ("item.completed", "error"),
@@ -49,14 +49,9 @@ EXEC_SUCCESS_SEQUENCE = [
 
 
 def _sample_path(name: str) -> Path | None:
-    """A real capture: tests/samples/codex/ when the repo carries a copy, else the shared notes."""
-    candidates = [rc.TESTS_DIR / "samples" / "codex" / name]
-    for base in (rc.REPO_ROOT.parent / "shared", Path("/work/shared")):
-        candidates.append(base / "notes" / "codex-cli" / "samples" / name)
-    for p in candidates:
-        if p.is_file():
-            return p
-    return None
+    """A real capture, from the copies the repository carries in tests/samples/codex/."""
+    path = rc.TESTS_DIR / "samples" / "codex" / name
+    return path if path.is_file() else None
 
 
 def _seq(events: List[Dict[str, Any]]) -> List[tuple]:

@@ -1,0 +1,151 @@
+"""`overnight-agent run` driving the real Codex CLI 0.169.0 against the loopback mock model.
+
+Repositories live under <repo>/.cache/realcodex-tmp/ (not /tmp: the sandbox leaves /tmp
+writable, which would hide denials). Every test is bounded in time and proves no process of
+codex or its commands survives.
+"""
+import json
+import os
+import shutil
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import helpers
+import realcodex as rc
+from helpers import git, wait_session
+from mock_model_server import MockModelServer
+
+pytestmark = pytest.mark.realcodex
+TOOL = f"{sys.executable} -m overnight_agent"
+
+
+@pytest.fixture
+def real(tmp_path):
+    binary = rc.require_codex()
+    base = rc.scratch_dir("night")
+    servers = []
+
+    class Real:
+        repo = helpers.make_repo(base / "repo")
+        config = base / "overnight.yaml"
+        mark = uuid.uuid4().hex
+        run_root = base / "run"
+
+        def __init__(self):
+            self.base = base
+            self.codex_home = base / "run" / "codex_home"
+
+        def serve(self, steps, **home):
+            server = MockModelServer(steps)
+            server.__enter__()
+            servers.append(server)
+            rc.write_codex_home(self.codex_home, server.port, **home)
+            helpers.write_config(self.config, base, codex={"codex_bin": binary,
+                                                           "codex_home": str(self.codex_home)},
+                                 stop={"sigint_grace": "2s", "sigterm_grace": "2s"})
+            return server
+
+        def start(self, *args):
+            return helpers.start_run(self.repo, self.config, self.mark, *args,
+                                     env_extra={"MOCK_API_KEY": rc.MOCK_API_KEY})
+
+        def session(self):
+            return helpers.read_session(base)
+
+    real = Real()
+    try:
+        yield real
+    finally:
+        try:
+            helpers.assert_no_agent_processes(real.mark, helpers.tag_prefix(real.run_root), wait=5)
+        finally:
+            for server in servers:
+                server.close()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def agent_requests(server):
+    return [r for r in server.requests if r["path"].endswith("/responses")]
+
+
+def test_a_real_codex_night_commits_in_its_worktree_under_the_sandbox(real):
+    commit = (f"{TOOL} branch feature-x && echo x > feature.txt && git add feature.txt && "
+              f"git commit -qm 'feat: x' && {TOOL} journal summary 'Added feature.txt.' && {TOOL} heartbeat")
+    server = real.serve([{"shell": commit}, {"message": "done"}, {"message": "still here"}])
+    before = helpers.primary_fingerprint(real.repo)
+    code, _, err = helpers.finish(real.start("--hours", str(6 / 3600)), timeout=60)
+    assert code == 0, err[-3000:]
+    session = real.session()
+    assert session["state"] == "finished"
+    branches = git(real.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/overnight/").split()
+    feature = [b for b in branches if b.endswith("_feature-x")]
+    assert feature, branches
+    assert git(real.repo, "log", "-1", "--format=%s", feature[0]) == "feat: x"
+    summary = Path(session["exec_summary_log"]).read_text()
+    assert f"{feature[0]} " in summary and "Added feature.txt." in summary
+    assert git(real.repo, "log", "-1", "--format=%s", "overnight/ops-journal").startswith("ops: summary")
+    assert Path(session["heartbeat_file"]).exists()
+    assert helpers.primary_fingerprint(real.repo) == before  # incl. .git/config and hooks
+    requests = agent_requests(server)
+    assert requests and all(r["body"]["model"] == "gpt-5.3-codex" for r in requests)
+    assert all(r["body"]["reasoning"]["effort"] == "xhigh" for r in requests)
+    thread = session["thread_id"]
+    assert thread and all(a["thread_id"] == thread for a in session["attempts"])
+    assert any(r["turn_metadata"].get("history_initialization") == "cold_resume" for r in requests)
+    for name in (".agents", ".aws", ".codex"):
+        assert not (Path(session["session_worktree"]) / name).exists()
+
+
+def test_sigkill_mid_turn_then_restart_resumes_the_real_thread_and_it_can_still_write(real):
+    server = real.serve([{"shell": "sleep 30", "yield_time_ms": 60000},
+                         {"shell": "echo resumed > resumed.txt"}, {"message": "ok"}])
+    first = real.start("--hours", "1")
+    session = wait_session(real.base, lambda s: s.get("thread_id") and s["state"] == "running",
+                           timeout=30, what="thread started")
+    thread = session["thread_id"]
+    prefix = helpers.tag_prefix(real.run_root)
+    helpers.wait_for(lambda: any("sleep" in " ".join(p.cmdline()) for p in helpers.processes_marked(None, prefix)),
+                     timeout=20, what="the agent's command running")  # the turn is mid-way
+    os.killpg(first.pid, signal.SIGKILL)
+    helpers.finish(first)
+    second = real.start("--hours", "1")
+    try:
+        wait_session(real.base, lambda s: len(s["attempts"]) >= 2 and s["attempts"][1].get("outcome"),
+                     timeout=40, what="resumed turn done")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(second, timeout=40)
+    assert code == 0, err[-3000:]
+    session = real.session()
+    assert session["restarts"] == 1 and session["thread_id"] == thread
+    resumed = session["attempts"][1]
+    assert resumed["kind"] == "resume" and resumed["thread_id"] == thread
+    assert resumed["outcome"] == "completed", resumed
+    assert (Path(session["session_worktree"]) / "resumed.txt").read_text() == "resumed\n"
+    cold = [r for r in agent_requests(server) if r["turn_metadata"].get("history_initialization") == "cold_resume"]
+    assert cold and cold[0]["turn_metadata"]["thread_id"] == thread
+    assert all(r["body"]["reasoning"]["effort"] == "xhigh" for r in agent_requests(server))
+
+
+def test_http_errors_are_recorded_and_resumed_with_backoff(real):
+    # No retries inside codex, so each error step answers exactly one attempt.
+    real.serve([{"http_error": 429}, {"http_error": 500}, {"message": "recovered"}, {"message": "idle"}],
+               request_max_retries=0, stream_max_retries=0)
+    code, _, err = helpers.finish(real.start("--hours", str(8 / 3600)), timeout=60)
+    assert code == 0, err[-3000:]
+    outcomes = [a["outcome"] for a in real.session()["attempts"]]
+    assert outcomes[0] == "rate_limited" and outcomes[1] == "server_error", outcomes
+    assert "completed" in outcomes[2:]
+
+
+def test_a_request_that_never_gets_headers_is_stopped_cleanly_at_the_deadline(real):
+    real.serve([{"hang_before_headers": True, "max_seconds": 60}])
+    code, _, err = helpers.finish(real.start("--hours", str(4 / 3600)), timeout=40)
+    assert code == 0, err[-3000:]
+    session = real.session()
+    assert session["state"] == "finished"
+    assert session["attempts"][-1]["outcome"] == "stopped"
