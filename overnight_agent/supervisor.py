@@ -99,6 +99,7 @@ class Supervisor:
             self._save(state.BACKOFF)
             while self.phase != DONE:
                 self._dispatch_signals()
+                faults.point("loop.tick")
                 now = self.clock()
                 if self.phase == BACKOFF:
                     self._tick_backoff(now)

@@ -131,3 +131,11 @@ def test_check_config_cli_exit_codes_and_output(tmp_path):
     assert usage.returncode == 2 and "not a number of hours" in usage.stderr
     not_repo = helpers.run_cli("check-config", "--repo", str(tmp_path))
     assert not_repo.returncode == 78 and "not inside a git repository" in not_repo.stderr
+
+
+def test_the_configuration_reference_lists_every_key_with_its_default():
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for key, default, _ in config.describe():
+        assert f"| `{key}` |" in doc, f"docs/configuration.md lacks {key}"
+        if isinstance(default, str):
+            assert f"| `{key}` | `{default}` |" in doc, f"docs/configuration.md has a stale default for {key}"
