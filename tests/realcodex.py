@@ -50,7 +50,19 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 SETUP_SCRIPT = TESTS_DIR / "setup_codex.sh"
 NPM_DIR = Path(os.environ.get("CODEX_NPM_DIR") or (REPO_ROOT / ".cache" / "codex-npm"))
-SCRATCH_ROOT = REPO_ROOT / ".cache" / "realcodex-tmp"
+def _outside_tmp(candidate: Path) -> Path:
+    """`candidate`, unless it lies under /tmp or $TMPDIR (which workspace-write leaves writable,
+    hiding sandbox denials): then a folder under the user's ~/.cache instead."""
+    temp_roots = {Path("/tmp").resolve()}
+    if os.environ.get("TMPDIR"):
+        temp_roots.add(Path(os.environ["TMPDIR"]).resolve())
+    resolved = candidate.resolve()
+    if any(resolved == t or t in resolved.parents for t in temp_roots):
+        return Path.home() / ".cache" / "overnight-agent-tests" / "realcodex-tmp"
+    return candidate
+
+
+SCRATCH_ROOT = _outside_tmp(REPO_ROOT / ".cache" / "realcodex-tmp")
 TAG_VAR = "OA_TEST_TAG"
 MOCK_API_KEY = "mock-key"
 
