@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench clean docs
 
 venv: $(STAMP)
 
@@ -25,3 +25,7 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .cache
+
+# Regenerate the key table of docs/configuration.md from the schema (a test checks it).
+docs: $(STAMP)
+	$(PY) -c "from pathlib import Path; from overnight_agent import config; p = Path('docs/configuration.md'); s = p.read_text(); p.write_text(s[:s.index('## Every key')] + '## Every key\n\n' + config.reference_table())"

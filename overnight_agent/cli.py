@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--hours", type=_hours, metavar="H", help="deadline, hours from now")
     run.add_argument("--no-resume", action="store_true",
                      help="start a new night even if the last one's deadline has not passed")
+    run.add_argument("--detach", action="store_true",
+                     help="go on in the background (for cron; never under systemd or launchd)")
 
     check = sub.add_parser("check-config", help="validate a config and print it resolved")
     check.add_argument("path", nargs="?", type=Path)
@@ -65,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = with_repo(sub.add_parser("status", help="the state of the current or last night"))
     status.add_argument("--json", action="store_true")
+
+    rp = with_repo(sub.add_parser("report", help="write the morning report (report.md and report.html "
+                                                 "in the night's run folder) and print their paths"))
+    rp.add_argument("--run", metavar="ID", help="an archived night (<run_root>/runs/ID/session.json)")
+
+    gcp = with_repo(sub.add_parser("gc", help="remove the worktrees, merged branches and run folders of "
+                                              "nights that ended DAYS ago (a dry run without --apply)"))
+    gcp.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    gcp.add_argument("--apply", action="store_true", help="do it (default: print what would be done)")
 
     jr = sub.add_parser("journal", help="write to the ops journal (for the agent)")
     jsub = jr.add_subparsers(dest="journal_command", metavar="KIND")
@@ -78,7 +89,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     br = sub.add_parser("branch", help="start a work-item branch overnight/YYYY-MM-DD_HHMM_<slug>")
     br.add_argument("slug")
+    br.add_argument("--paths", nargs="+", metavar="GLOB",
+                    help="the paths this work item may touch (globs like 'src/**'); commits outside "
+                         "them are refused")
     sub.add_parser("heartbeat", help="tell the supervisor the agent is alive")
+
+    va = with_repo(sub.add_parser("validate", help="run the validation suites the touched paths call "
+                                                   "for, and the guards; exit 3 if one fails"))
+    which = va.add_mutually_exclusive_group()
+    which.add_argument("--staged", action="store_true", help="the staged set (default: the branch "
+                                                             "against its base)")
+    which.add_argument("--base", metavar="REF", help="base of the branch (default: the night's base "
+                                                     "commit, else repo.base_branch)")
+    va.add_argument("--out", type=Path, help="write the JSON record here (default: "
+                                             "<run_dir>/validation/<timestamp>.json in a night)")
+
+    tl = with_repo(sub.add_parser("tell", help="leave a message for the agent's next turn"))
+    tl.add_argument("text")
+
+    for name, helptext in (("install", "write the systemd units or the launchd job; enable the daily start"),
+                           ("uninstall", "stop and remove what install wrote"),
+                           ("doctor", "check git, codex and its login, config, paths, disk, the units")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--repo", type=Path, help="the git repository (default: the current folder)")
+        if name != "uninstall":
+            p.add_argument("--config", type=Path, help="config file (default: the repo's own)")
+        manager = p.add_mutually_exclusive_group(required=name != "doctor")
+        manager.add_argument("--systemd", dest="manager", action="store_const", const="systemd")
+        manager.add_argument("--launchd", dest="manager", action="store_const", const="launchd")
+        p.add_argument("--instance", action="store_true",
+                       help="one of several repositories: units overnight-agent@<escaped repo path>")
+        if name == "install":
+            p.add_argument("--at", type=_clock, metavar="HH:MM", help="daily start (default 19:00)")
+        if name != "doctor":
+            p.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    nf = with_repo(sub.add_parser("notify-failure", help="announce a failed night (units run it OnFailure=)"))
+    nf.add_argument("--unit", help="the systemd unit that failed")
     return parser
 
 
@@ -97,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def cmd_run(args) -> int:
     request = night.RunRequest(repo=args.repo, config_path=args.config, until=args.until,
                                hours=args.hours, no_resume=args.no_resume)
-    return night.run(request)
+    from . import service
+    return service.run_night(request, detach=args.detach)
 
 
 def cmd_check_config(args) -> int:
@@ -132,25 +179,29 @@ def _session_for(args) -> tuple:
 
 
 def cmd_status(args) -> int:
+    from . import status
     path, session = _session_for(args)
-    from .lock import is_held
-    data = session.to_dict()
-    left = (session.deadline_dt - timeparse.local_now()).total_seconds()
-    data["time_left_seconds"] = max(0, int(left))
-    data["session_state_file"] = str(path)
-    data["supervisor_running"] = is_held(path.parent / "overnight-agent.lock") or None
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    last = session.last_attempt()
-    print(f"run {session.run_id}: {session.state}; deadline {session.deadline} "
-          f"({timeparse.format_duration(left)} left)")
-    print(f"thread {session.thread_id or '-'}; attempts {len(session.attempts)}; "
-          f"supervisor restarts {session.restarts}")
-    if last:
-        print(f"last attempt {last.number} ({last.kind}): {last.outcome or 'running'} {last.detail or ''}")
-    print(f"session worktree {session.session_worktree} ({session.session_branch})")
+    try:
+        loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+        codex_home = loaded.paths.codex_home
+    except OvernightError:
+        codex_home = None  # no readable config here: <run_root>/codex_home
+    print(status.command(path, session, codex_home, args.json))
     return 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+    for path in report.command(loaded, args.run):
+        print(path)
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from . import gc
+    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+    return gc.command(loaded, args.older_than, args.apply)
 
 
 def cmd_journal(args) -> int:
@@ -180,9 +231,22 @@ def cmd_branch(args) -> int:
     now = timeparse.local_now()
     name = f"overnight/{now.strftime('%Y-%m-%d_%H%M')}_{args.slug}"
     worktree = Path(session.session_worktree)
+    from . import pathglob, validation
+    for pattern in args.paths or ():
+        try:
+            pathglob.check(pattern)
+        except ValueError as exc:
+            raise UsageError(f"branch --paths: {exc}") from None
     gitops.git(["switch", "-c", name, session.session_branch], worktree)
+    validation.record_work_item(session, name, args.paths)
     print(name)
     return 0
+
+
+def cmd_validate(args) -> int:
+    from . import validation
+    return validation.command(repo=args.repo, config_path=args.config, staged=args.staged,
+                              base=args.base, out=args.out)
 
 
 def cmd_heartbeat(args) -> int:
@@ -197,9 +261,47 @@ def cmd_heartbeat(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo,
-            "status": cmd_status, "journal": cmd_journal, "branch": cmd_branch,
-            "heartbeat": cmd_heartbeat}
+def cmd_tell(args) -> int:
+    from . import tell
+    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+    path = loaded.paths.session_state
+    session = state.load(path)
+    if session is None:
+        raise ConfigError(f"{path}: no session state; start a night with `overnight-agent run`")
+    codex_bin = night.resolve_bin(loaded.config.codex.codex_bin, loaded.paths.repo_root)
+    print(tell.tell(session, path, codex_bin, loaded.paths.codex_home, args.text))
+    return 0
+
+
+def cmd_install(args) -> int:
+    from . import install
+    return install.install(args.manager, args.repo, args.config, instance=args.instance,
+                           start_at=args.at, dry_run=args.dry_run)
+
+
+def cmd_uninstall(args) -> int:
+    from . import install
+    return install.uninstall(args.manager, args.repo, instance=args.instance, dry_run=args.dry_run)
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+    manager = args.manager or ("launchd" if sys.platform == "darwin" else "systemd")
+    return doctor.doctor(manager, args.repo, args.config, instance=args.instance)
+
+
+def cmd_notify_failure(args) -> int:
+    from . import alerts
+    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+    return alerts.notify_failure(loaded, args.unit)
+
+
+COMMANDS = {"tell": cmd_tell, "run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo,
+            "status": cmd_status, "report": cmd_report, "gc": cmd_gc, "journal": cmd_journal,
+            "branch": cmd_branch,
+            "heartbeat": cmd_heartbeat, "validate": cmd_validate,
+            "install": cmd_install, "uninstall": cmd_uninstall, "doctor": cmd_doctor,
+            "notify-failure": cmd_notify_failure}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from . import timeparse
+from . import pathglob, timeparse
 from .exitcodes import ConfigError
 
 SEED_CONFIG_PATHS = ("docs/meta/automation/overnight_agent.yaml", ".overnight-agent.yaml")
@@ -170,12 +170,258 @@ class RestartConfig:
         timeparse.parse_duration, "10m", "an attempt that ran this long resets the backoff")
     resume_failures_before_fresh: int = setting(
         _positive_int, 2, "failed resumes of one thread before a fresh session starts")
+    max_per_hour: int = setting(
+        _positive_int, 30, "attempts started in any hour before the night pauses (crash-loop cap)")
+    rate_limit_backoff: float = setting(
+        timeparse.parse_duration, "1m", "first wait after a 429 or server error; doubles while they repeat")
+    usage_limit_margin: float = setting(
+        timeparse.parse_duration, "2m", "extra wait after the reset time a usage-limit message gives")
 
 
 @dataclass(frozen=True)
 class StopConfig:
     sigint_grace: float = setting(timeparse.parse_duration, "10s", "wait after SIGINT before SIGTERM")
     sigterm_grace: float = setting(timeparse.parse_duration, "10s", "wait after SIGTERM before SIGKILL")
+
+
+def _fraction(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError("expected a fraction of one CPU core between 0 and 1, e.g. 0.005")
+    return float(value)
+
+
+def _token_budget(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a whole number of tokens (0: no budget)")
+    return value
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    model_silent: float = setting(
+        timeparse.parse_duration, "15m",
+        "stalled when no evidence of life for this long while no command runs (model thinking)")
+    command_silent: float = setting(
+        timeparse.parse_duration, "30m",
+        "stalled when no evidence of life for this long while a command runs")
+    sample_interval: float = setting(
+        timeparse.parse_duration, "2s", "how often files and CPU are sampled for evidence")
+    agent_cpu_floor: float = setting(
+        _fraction, 0.001, "CPU share of the agent CLI itself that counts as work (below: idle timers)")
+    agent_cpu_ceiling: float = setting(
+        _fraction, 0.25, "CPU share at which the agent CLI alone counts as spinning, not working (streaming uses under 2%)")
+    command_cpu_floor: float = setting(
+        _fraction, 0.005, "CPU share of the agent's commands that counts as work")
+    network_down_limit: float = setting(
+        timeparse.parse_duration, "10m",
+        "stop an attempt whose CLI has been waiting for the network this long (codex retries forever)")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_tokens: int = setting(
+        _token_budget, 0, "input+output tokens per night; when spent the night ends (0: no budget)")
+
+
+@dataclass(frozen=True)
+class CommandAgentConfig:
+    argv: List[str] = setting(
+        _string_list, [], "agent: command: argv of a fresh start; placeholders {prompt} {run_id} "
+        "{worktree} {heartbeat_file}")
+    resume_argv: Optional[List[str]] = setting(
+        lambda v: None if v is None else _string_list(v), None,
+        "agent: command: argv of a restart (default: argv again)")
+
+
+def _agent_kind(value):
+    return _one_of("codex", "command")(value)
+
+
+class KeyedValueError(ValueError):
+    """A converter's error about one part of a value: `where` extends the key (`[2].timeout`)."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(message)
+        self.where = where
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validation suite: a shell command run when a touched path matches one of its globs."""
+
+    name: str
+    command: str
+    timeout: float
+    paths: Tuple[str, ...]      # empty when `always`
+    always: bool = False
+
+
+SUITE_KEYS = ("name", "command", "timeout", "paths")
+DEFAULT_SUITE_TIMEOUT = "10m"
+
+
+def _suites(value):
+    if not isinstance(value, list):
+        raise ValueError("expected a list of suites, each with name, command, timeout and paths")
+    suites, names = [], set()
+    for i, raw in enumerate(value):
+        where = f"[{i}]"
+        if not isinstance(raw, dict):
+            raise KeyedValueError(where, "expected a mapping with name, command, timeout and paths")
+        for key in raw:
+            if key not in SUITE_KEYS:
+                raise KeyedValueError(f"{where}.{key}",
+                                      f"unknown key; expected one of {', '.join(SUITE_KEYS)}")
+        for key in ("name", "command", "paths"):
+            if key not in raw:
+                raise KeyedValueError(f"{where}.{key}", "missing; a suite needs name, command and paths")
+        try:
+            name = _string(raw["name"])
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+                raise ValueError(f"{name!r} is not a suite name; use letters, digits, '.', '_' or '-'")
+            if name in names:
+                raise ValueError(f"{name!r} is used by two suites; names must be unique")
+        except ValueError as exc:
+            raise KeyedValueError(f"{where}.name", str(exc)) from None
+        try:
+            command = _string(raw["command"])
+        except ValueError as exc:
+            raise KeyedValueError(f"{where}.command", str(exc)) from None
+        try:
+            timeout = timeparse.parse_duration(raw.get("timeout", DEFAULT_SUITE_TIMEOUT))
+        except ValueError as exc:
+            raise KeyedValueError(f"{where}.timeout", str(exc)) from None
+        paths = raw["paths"]
+        if paths == "always" or paths == ["always"]:
+            globs, always = (), True
+        else:
+            if not isinstance(paths, list) or not paths:
+                raise KeyedValueError(f"{where}.paths", "expected `always` or a non-empty list of path "
+                                                        "globs, e.g. [\"src/**\", \"**/*.rs\"]")
+            for j, pattern in enumerate(paths):
+                try:
+                    pathglob.check(pattern)
+                except ValueError as exc:
+                    raise KeyedValueError(f"{where}.paths[{j}]", str(exc)) from None
+            globs, always = tuple(paths), False
+        names.add(name)
+        suites.append(Suite(name=name, command=command, timeout=timeout, paths=globs, always=always))
+    return suites
+
+
+def _optional_glob(value):
+    return None if value is None else pathglob.check(value)
+
+
+def _globs(value):
+    return [pathglob.check(p) for p in _string_list(value)]
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    suites: List[Suite] = setting(
+        _suites, [], "suites `{name, command, timeout, paths}` run by `overnight-agent validate` when a "
+        "touched path matches one of `paths` (globs), or always with `paths: always`")
+    max_changed_files: int = setting(
+        _positive_int, 30, "change scope: a commit touching more files than this is refused (ask the operator)")
+    docs_index: Optional[str] = setting(
+        _optional_string, "docs/index.md",
+        "doc sprawl: a new .md file must be linked from this file (null: guard off)")
+    docs_exempt: List[str] = setting(
+        _globs, [], "globs of .md files that need no link from docs_index")
+    perf_cycle_dirs: Optional[str] = setting(
+        _optional_glob, None, "perf-cycle retention: glob of one cycle directory, e.g. "
+        "benchmarks/perf_cycles/* (null: guard off); one cycle per branch")
+    perf_cycle_complete_file: Optional[str] = setting(
+        _optional_string, None, "a file every finished cycle directory holds, e.g. cycle_delta.md")
+
+
+DEFAULT_FORBIDDEN_COMMANDS = [
+    "npm publish", "npm unpublish", "yarn publish", "yarn npm publish", "pnpm publish",
+    "cargo publish", "cargo yank", "twine upload", "poetry publish", "flit publish", "hatch publish",
+    "uv publish", "gem push", "dotnet nuget push", "nuget push", "mvn deploy", "gradle publish",
+    "./gradlew publish", "docker push", "podman push", "helm install", "helm upgrade", "helm uninstall",
+    "helm push", "kubectl apply", "kubectl create", "kubectl delete", "kubectl replace", "kubectl patch",
+    "kubectl rollout", "kubectl scale", "terraform apply", "terraform destroy", "tofu apply",
+    "tofu destroy", "pulumi up", "pulumi destroy", "gh release create", "gh release upload",
+    "gh release delete", "gh pr merge", "gh repo delete", "gh secret set", "gh secret delete",
+    "gh workflow run", "aws secretsmanager rotate-secret", "aws secretsmanager put-secret-value",
+    "gcloud secrets versions add", "vault kv put", "vault write", "az keyvault secret set",
+    "fly deploy", "flyctl deploy", "vercel deploy", "vercel --prod", "netlify deploy",
+    "firebase deploy", "serverless deploy", "sls deploy", "cdk deploy", "sam deploy", "eb deploy",
+    "gcloud app deploy", "gcloud run deploy", "gcloud functions deploy", "wrangler deploy",
+    "wrangler publish", "ansible-playbook",
+]
+
+
+def _command_prefixes(value):
+    import shlex
+    items = _string_list(value)
+    for item in items:
+        try:
+            tokens = shlex.split(item)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a command ({exc})") from None
+        if not tokens:
+            raise ValueError("an empty command would forbid everything")
+    return items
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    forbidden_commands: List[str] = setting(
+        _command_prefixes, DEFAULT_FORBIDDEN_COMMANDS,
+        "command prefixes codex refuses for the agent (deploys, releases, publishing, secret "
+        "rotation); a speed bump, not a sandbox. Setting it replaces the default list")
+    agent_identity: bool = setting(
+        _boolean, True, "the agent's own commits carry repo.git_identity, so its ref updates can be "
+        "told from the operator's")
+
+
+def _optional_argv(value):
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a command as a list of strings, e.g. [/home/me/bin/night-failed, "
+                         "--channel, ops] (no shell), or null")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    command: Optional[List[str]] = setting(
+        _optional_argv, None, "argv run when a night fails, with the report path, run id and final "
+        "state appended (also in OVERNIGHT_AGENT_* variables); null: no announcement")
+    timeout: float = setting(
+        timeparse.parse_duration, "1m", "how long the notify command may run before it is killed")
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2,
+               "mib": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3}
+
+
+def _byte_size(value):
+    """`200MB`, `1.5GiB`, `500k` or a whole number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
+    if not match or match.group(2).lower() not in _BYTE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a size; expected e.g. 200MB, 1GiB, 500k or a number of bytes")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    max_log_bytes: int = setting(
+        _byte_size, "200MB", "size cap of one night's run folder (codex logs); past it, output is "
+        "no longer logged (see `overnight-agent gc` for removing old nights)")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    redact_agent_output: bool = setting(
+        _boolean, True, "redact secrets from the agent's stdout/stderr on their way to the run logs "
+        "(false: byte-exact logs, for benchmarks only)")
 
 
 @dataclass(frozen=True)
@@ -186,9 +432,20 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     restart: RestartConfig = RestartConfig()
     stop: StopConfig = StopConfig()
+    liveness: LivenessConfig = LivenessConfig()
+    budget: BudgetConfig = BudgetConfig()
+    agent: str = setting(_agent_kind, "codex", "which agent CLI to supervise: codex, or command (any argv)")
+    command: CommandAgentConfig = CommandAgentConfig()
+    validation: ValidationConfig = ValidationConfig()
+    guard: GuardConfig = GuardConfig()
+    notify: NotifyConfig = NotifyConfig()
+    retention: RetentionConfig = RetentionConfig()
+    logs: LogsConfig = LogsConfig()
 
 
-SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ScheduleConfig, RestartConfig, StopConfig)
+SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ScheduleConfig, RestartConfig, StopConfig,
+                 LivenessConfig, BudgetConfig, CommandAgentConfig, ValidationConfig, GuardConfig,
+                 NotifyConfig, RetentionConfig)
 
 
 @dataclass(frozen=True)
@@ -246,6 +503,8 @@ def _build(cls, raw: Any, where: str, source: str):
             raw_value = raw[name]
         try:
             converted = fld.metadata["convert"](raw_value)
+        except KeyedValueError as exc:
+            raise ConfigError(f"{source}: {full}{exc.where}: {exc}") from None
         except ValueError as exc:
             raise ConfigError(f"{source}: {full}: {exc}") from None
         values[name] = converted
@@ -258,6 +517,9 @@ def _check_coherence(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: codex.sandbox: {codex.sandbox!r} contradicts codex.full_auto: true "
             "(which means workspace-write); set full_auto: false or drop sandbox")
+    if cfg.agent == "command" and not cfg.command.argv:
+        raise ConfigError(f"{source}: command.argv: missing; `agent: command` needs the argv to run, "
+                          "e.g. [my-agent, --prompt, '{prompt}']")
     if cfg.restart.backoff_max < cfg.restart.backoff_initial:
         raise ConfigError(f"{source}: restart.backoff_max: must not be below restart.backoff_initial")
     if cfg.repo.ops_journal_branch == cfg.repo.base_branch:
@@ -389,3 +651,20 @@ def describe() -> List[Tuple[str, Any, str]]:
 
     walk(Config, "")
     return rows
+
+
+def reference_table() -> str:
+    """The Markdown table of every key, default and meaning (docs/configuration.md holds it)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in describe():
+        if key == "version":
+            shown = "(required)"
+        elif default is None:
+            shown = "—"
+        else:
+            text = yaml.safe_dump(default, default_flow_style=True, width=10**6).strip()
+            text = text[:-3].strip() if text.endswith("...") else text
+            shown = f"`{text}`" if len(text) <= 80 else f"{len(default)} entries (see docs/guardrails.md)"
+        lines.append(f"| `{key}` | {shown} | {doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+

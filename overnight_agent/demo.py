@@ -144,6 +144,7 @@ Where everything is:
   session state                  {base / 'run' / 'session.json'}
   codex output logs              {run_dir / 'codex_start.log'}, {run_dir / 'codex_resume.log'}
   supervisor events (JSON)       {run_dir / 'supervisor.log'}
+  morning report                 {run_dir / 'report.html'} (and report.md)
   config used                    {config_path}
   codex session store            {base / 'run' / 'codex_home' / 'sessions'}
 

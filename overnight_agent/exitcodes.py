@@ -8,6 +8,8 @@ Must not: print, log or decide anything; callers raise, the CLI maps.
 | 0    | success, a night finished, or nothing to do (outside the night window)   |
 | 1    | unexpected failure (a bug, or git/codex failing in a way we cannot type) |
 | 2    | usage error on the command line                                          |
+| 3    | `validate`: a validation suite or a guard failed (see its JSON record)   |
+| 65   | refused: the content to commit holds a secret (EX_DATAERR)               |
 | 75   | locked: another supervisor holds the lock (EX_TEMPFAIL)                  |
 | 78   | configuration or state file error (EX_CONFIG)                            |
 
@@ -17,6 +19,8 @@ systemd units list 75 and 78 in RestartPreventExitStatus: restarting cannot fix 
 OK = 0
 UNEXPECTED = 1
 USAGE = 2
+VALIDATION_FAILED = 3
+SECRET = 65
 LOCKED = 75
 CONFIG = 78
 
@@ -41,3 +45,9 @@ class LockedError(OvernightError):
 
 class UsageError(OvernightError):
     exit_code = USAGE
+
+
+class SecretRefused(OvernightError):
+    """A commit was refused because what it would add looks like a secret (the value is never shown)."""
+
+    exit_code = SECRET

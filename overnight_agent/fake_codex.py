@@ -59,10 +59,12 @@ USAGE_KEYS = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens",
 DEFAULT_TURN_USAGE = {"input_tokens": 200, "output_tokens": 40}
 
 MSG_STDIN = "Reading additional input from stdin..."
+MSG_STDIN_PROMPT = "Reading prompt from stdin..."
 MSG_UNTRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 MSG_METADATA = ("Model metadata for `{model}` not found. Defaulting to fallback metadata; "
                 "this can degrade performance and cause issues.")
-MSG_NO_ROLLOUT = "Error: thread/resume: thread/resume failed: no rollout found for thread id {id}"
+MSG_NO_ROLLOUT = ("Error: thread/resume: thread/resume failed: no rollout found for thread id {id}"
+                  " (code -32600)")
 MSG_ACTIVE_WRITER = "Error: thread {id} already has an active writer (code -32600)"
 MSG_NETWORK = "Reconnecting... waiting for network (Connection failed: error sending request)"
 MSG_USAGE_LIMIT_AT = ("You\u2019ve hit your usage limit. Visit https://chatgpt.com/settings/usage "
@@ -551,14 +553,21 @@ def _read_stdin() -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def resolve_prompt(prompt: Optional[str]) -> str:
-    """The prompt after trap 4: stdin that is not a terminal is read to EOF and appended."""
+def resolve_prompt(prompt: Optional[str], resume: bool = False) -> str:
+    """The prompt after trap 4: stdin that is not a terminal is read to EOF and appended, except
+    by `exec resume` with a PROMPT, which leaves stdin alone and says nothing. No PROMPT: stdin
+    is the prompt ("Reading prompt from stdin..."); `-`: the same, silently."""
     if _stdin_is_tty():
         if prompt in (None, "-"):
             raise StartupError("No prompt provided. Either specify one as an argument or pipe "
                                "the prompt into stdin.")
         return prompt
-    _err(MSG_STDIN)  # codex prints it even for /dev/null
+    if resume and prompt not in (None, "-"):
+        return prompt
+    if prompt is None:
+        _err(MSG_STDIN_PROMPT)
+    elif prompt != "-":
+        _err(MSG_STDIN)  # codex prints it even for /dev/null
     data = _read_stdin().rstrip("\n")
     if prompt in (None, "-"):
         if not data.strip():
@@ -1086,6 +1095,7 @@ class Agent:
         self.turn_id = str(uuid.uuid4())
         self.last_message: Optional[str] = None
         self.running: Dict[int, subprocess.Popen] = {}  # pgid -> command still running
+        self.turn_open = False  # between turn.started and turn.completed / turn.failed
 
     # -- turn boundaries
 
@@ -1098,6 +1108,7 @@ class Agent:
             self.rollout.append("response_item", _message_item("user", text))
             self.rollout.append("event_msg", {"type": "user_message", "message": text})
         self.out.event({"type": "turn.started"})
+        self.turn_open = True
 
     def run(self, steps: List[Step]) -> int:
         """Play the steps; returns the exit code (0 after the last step)."""
@@ -1108,6 +1119,7 @@ class Agent:
         return self._complete()
 
     def _complete(self) -> int:
+        self.turn_open = False
         self._record_usage(self.turn_usage or DEFAULT_TURN_USAGE)
         self.rollout.append("event_msg", {"type": "task_complete", "turn_id": self.turn_id,
                                           "last_agent_message": self.last_message})
@@ -1116,6 +1128,7 @@ class Agent:
         return 0
 
     def _fail(self, message: str) -> int:
+        self.turn_open = False
         if self.turn_usage:
             self._record_usage(self.turn_usage)
         self.rollout.append("event_msg", {"type": "error", "message": message})
@@ -1123,6 +1136,17 @@ class Agent:
         self.out.event({"type": "turn.failed", "error": {"message": message}})
         self.write_output_file("")
         return 1
+
+    def abort(self) -> None:
+        """SIGINT mid-turn: like codex, keep the usage of the turn so far (a resume counts it)
+        and record the abort; nothing on stdout. SIGTERM records nothing."""
+        if not self.turn_open:
+            return
+        self.turn_open = False
+        if self.turn_usage:
+            self._record_usage(self.turn_usage)
+        self.rollout.append("event_msg", {"type": "turn_aborted", "turn_id": self.turn_id,
+                                          "reason": "interrupted"})
 
     def _record_usage(self, turn: Dict[str, int]) -> None:
         last = {key: int(turn.get(key, 0)) for key in USAGE_KEYS}
@@ -1273,7 +1297,7 @@ def _working_dir(args: ExecArgs) -> str:
 
 def _prepare(args: ExecArgs, home: str):
     """Start-up checks in codex's order; any failure raises StartupError before stdout is used."""
-    prompt = resolve_prompt(args.prompt)
+    prompt = resolve_prompt(args.prompt, args.resume)
     cwd = _working_dir(args)
     config = load_config(home, args)
     settings = effective_settings(args, config, cwd)
@@ -1326,6 +1350,9 @@ def run_exec(args: ExecArgs) -> int:
     except _Interrupted as exc:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # no second unwinding
             signal.signal(signum, signal.SIG_IGN)
+        if agent is not None and exc.signum == signal.SIGINT:
+            agent.kill_running()
+            agent.abort()
         _release(agent, rollout, thread)
         if exc.signum != signal.SIGINT:
             _die_by(exc.signum)

@@ -2,7 +2,9 @@
 
 Owns: appending whole lines (one O_APPEND write, then fsync: never torn, safe when several
 writers race), writing the per-run strategy, and committing journal files on the ops-journal
-branch in its own worktree (retrying while git's index is locked). Must not: trust the agent for
+branch in its own worktree (retrying while git's index is locked). Every line written is
+redacted (`redact`), and a commit whose staged lines still hold a secret is refused and its files
+put back (`secretguard`, exit 65). Must not: trust the agent for
 facts git can tell (branch and commit come from the session worktree), or write anywhere but
 the ops-journal worktree.
 """
@@ -12,13 +14,25 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import gitops, state
+from . import gitops, redact, secretguard, state
 
 LOCK_RETRIES = 50
 
 
+def _clean(session: state.Session, text: str, what: str) -> str:
+    """`text` with secrets redacted (shapes and this environment's secret values); counted."""
+    redactor = redact.Redactor(os.environ)
+    text = redactor.text(text)
+    if redactor.count:
+        secretguard.record(session, "journal.redacted", what=what, count=redactor.count,
+                           kinds=sorted(redactor.counts))
+    return text
+
+
 def append_line(path: Path, line: str) -> None:
-    """Append `line` as one whole line: a single write on an O_APPEND descriptor, then fsync."""
+    """Append `line` as one whole line: a single write on an O_APPEND descriptor, then fsync.
+    Every line is redacted first: no secret reaches a journal file."""
+    line = redact.Redactor(os.environ).text(line)
     data = (line.replace("\r", " ").replace("\n", " ").rstrip() + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -53,6 +67,7 @@ def commit(session: state.Session, paths, message: str) -> Optional[str]:
             gitops.git(["add", "--", *rel], worktree)
             if not gitops.git(["diff", "--cached", "--name-only", "--", *rel], worktree):
                 return None
+            secretguard.refuse_secrets(session, worktree, rel)  # raises SecretRefused
             gitops.git(["commit", "-q", "--no-verify", "-m", message, "--", *rel], worktree,
                        identity=identity)
             return gitops.rev(worktree, "HEAD")
@@ -64,7 +79,7 @@ def commit(session: state.Session, paths, message: str) -> Optional[str]:
 
 
 def summary(session: state.Session, text: str, author: str = "agent") -> str:
-    line = summary_line(session, text)
+    line = summary_line(session, _clean(session, text, "summary"))
     log = Path(session.exec_summary_log)
     append_line(log, line)
     commit(session, [log], f"ops: summary ({author})")
@@ -75,6 +90,7 @@ def question(session: state.Session, text: str) -> Path:
     path = Path(session.reports_dir) / f"{dt.date.today().isoformat()}_questions_for_operator.md"
     if not path.exists():
         append_line(path, f"# Questions for the operator ({dt.date.today().isoformat()})")
+    text = _clean(session, text, "question")
     append_line(path, f"- [ ] {utc_stamp()} (run {session.run_id}) {' '.join(text.split())}")
     commit(session, [path], "ops: question for the operator")
     return path
@@ -83,6 +99,7 @@ def question(session: state.Session, text: str) -> Path:
 def strategy(session: state.Session, text: str) -> Path:
     path = Path(session.reports_dir) / f"{session.run_id}_strategy.md"
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = _clean(session, text, "strategy")
     state.write_atomic(path, text if text.endswith("\n") else text + "\n")
     commit(session, [path], f"ops: strategy for run {session.run_id}")
     return path

@@ -9,17 +9,27 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from .exitcodes import ConfigError, LockedError
+
+
+_HELD: Dict[str, "InstanceLock"] = {}   # path -> the lock this process holds on it
 
 
 class InstanceLock:
     def __init__(self, path: Path):
         self.path = path
         self.fd: Optional[int] = None
+        self._within: Optional["InstanceLock"] = None
 
     def acquire(self) -> "InstanceLock":
+        held = _HELD.get(str(self.path))
+        if held is not None:
+            # This process holds it already (`run --detach` takes it as the daemon's pidfile
+            # before the night starts): entering again is fine, the outer holder releases it.
+            self._within = held
+            return self
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -40,10 +50,15 @@ class InstanceLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)
         self.fd = fd
+        _HELD[str(self.path)] = self
         return self
 
     def release(self) -> None:
+        if self._within is not None:
+            self._within = None
+            return
         if self.fd is not None:
+            _HELD.pop(str(self.path), None)
             os.close(self.fd)  # the flock goes with it; the file stays (racing on unlink is worse)
             self.fd = None
 

@@ -1,16 +1,20 @@
 """Structured logging: every decision is one event with a stable name and fields.
 
-Owns: structlog's configuration (readable on a terminal, JSON lines otherwise) and the copy of
-every event into the run's `supervisor.log`. Must not: decide what to log (callers do).
+Owns: structlog's configuration (readable on a terminal, JSON lines otherwise, native journal
+fields when systemd connected stderr to the journal: see `journald`) and the copy of every event
+into the run's `supervisor.log`. Must not: decide what to log (callers do).
 Event names are stable (`attempt.started`, `attempt.ended`, `night.finished`, ...): tools may
 filter on them.
 """
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Optional
 
 import structlog
+
+from . import journald
 
 
 class _FileTee:
@@ -38,6 +42,16 @@ class _FileTee:
 tee = _FileTee()
 
 
+def _redacting():
+    """A processor that redacts every value of every event: the one place all log lines pass."""
+    from . import redact  # late: redact imports nothing of ours, but keep logs importable alone
+    redactor = redact.Redactor(os.environ)
+
+    def process(logger, method, event_dict):
+        return redactor.data(event_dict)
+    return process
+
+
 def configure(stream: IO[str] = None, json_lines: Optional[bool] = None) -> None:
     stream = stream or sys.stderr
     if json_lines is None:
@@ -49,7 +63,9 @@ def configure(stream: IO[str] = None, json_lines: Optional[bool] = None) -> None
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redacting(),
             tee,
+            *journald.processors_for(stream),  # under systemd: native journal fields, not stderr
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(stream),

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import config, faults, gitops, logs, procs, prompt, state, timeparse
+from . import config, faults, gitops, gitsafety, logs, policy, procs, prompt, state, tell, timeparse
 from .agents.codex import CodexBackend
-from .exitcodes import ConfigError
+from .agents.command import CommandBackend
+from .liveness import Limits
+from .exitcodes import ConfigError, OvernightError
 from .lock import InstanceLock
 from .notify import Notifier
 from .supervisor import Settings, Supervisor
@@ -79,7 +81,10 @@ def run(request: RunRequest, log=None) -> int:
                     session.note("thread.recovered", timeparse.iso(timeparse.local_now()), thread_id=found)
                     state.save(paths.session_state, session)
                     log.info("thread.recovered", thread_id=found, source="session store")
-            return supervisor.run()
+            code = supervisor.run()
+            if session.state in (state.FINISHED, state.FAILED):
+                _write_report(loaded, session, log)
+            return code
         finally:
             logs.tee.close()
 
@@ -92,11 +97,15 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
     if existing is not None and not request.no_resume and now < existing.deadline_dt:
         existing.restarts += 1
         existing.supervisor_pid = os.getpid()
+        existing.state = state.STARTING  # until the loop runs again
         last = existing.last_attempt()
         if last is not None and last.outcome is None:
             last.outcome, last.ended_at = "supervisor_lost", timeparse.iso(now)
             last.detail = "the supervisor died while this attempt ran; its processes were stopped"
         existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
+        removed = gitops.remove_sandbox_stubs(Path(existing.session_worktree))
+        if removed:  # left by a codex killed mid-command along with its supervisor
+            log.info("worktree.stubs_removed", names=list(removed))
         state.save(paths.session_state, existing)
         logs.tee.open(paths.run_dir(existing.run_id) / "supervisor.log")
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
@@ -112,6 +121,7 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         print(f"overnight-agent: outside the night window ({schedule.window_start}-"
               f"{schedule.deadline}); the next one opens at {timeparse.iso(opens)}. "
               "Use --until or --hours to run now.", file=sys.stderr)
+        Notifier().stopping()  # a timer catching up by day: a clean exit, not a failed start
         return None
     if existing is not None:
         _archive(paths, existing, log)
@@ -137,7 +147,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
         ops_journal_worktree=str(paths.ops_journal_worktree),
         ops_journal_branch=cfg.repo.ops_journal_branch,
         base_branch=cfg.repo.base_branch, base_commit=gitops.rev(repo, cfg.repo.base_branch),
-        agent="codex", model=cfg.codex.model, model_reasoning_effort=cfg.codex.model_reasoning_effort,
+        agent=cfg.agent, model=cfg.codex.model, model_reasoning_effort=cfg.codex.model_reasoning_effort,
         sandbox=loaded.sandbox, created_at=timeparse.iso(now), supervisor_pid=os.getpid(),
         tag=tag_prefix(paths) + run_id,
         exec_summary_log=str(paths.ops_journal_worktree / cfg.repo.exec_summary_log),
@@ -150,6 +160,20 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
     logs.tee.open(paths.run_dir(run_id) / "supervisor.log")
     log.info("night.created", run_id=run_id, deadline=session.deadline, wrap_up_at=session.wrap_up_at)
     return session
+
+
+def _write_report(loaded: config.Loaded, session: state.Session, log) -> None:
+    """The morning report, written when a night ends and its Markdown committed on the
+    ops-journal branch. A failure is logged, never fatal: the night's work is already saved."""
+    from . import report  # late: only a finished night needs it
+    paths = loaded.paths
+    try:
+        md, html = report.write(paths.session_state, paths.run_dir(session.run_id), session=session,
+                                codex_home=paths.codex_home)
+        sha = report.commit_markdown(session, md)
+        log.info("report.written", markdown=str(md), html=str(html), commit=sha)
+    except (OvernightError, OSError) as exc:
+        log.error("report.failed", error=str(exc))
 
 
 def _archive(paths: config.Paths, old: state.Session, log) -> None:
@@ -200,15 +224,24 @@ def agent_dir(loaded: config.Loaded, session: state.Session) -> Path:
 def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supervisor:
     cfg, paths = loaded.config, loaded.paths
     worktree = Path(session.session_worktree)
-    writable = [*gitops.sandbox_writable_roots(worktree), Path(session.ops_journal_worktree),
+    guard = gitsafety.prepare(paths.repo_root, paths.run_dir(session.run_id), paths.codex_home, session,
+                              cfg, tool=tool_command())
+    writable = [*guard.writable_roots, *gitops.sandbox_writable_roots(worktree), Path(session.ops_journal_worktree),
                 gitops.worktree_git_dir(Path(session.ops_journal_worktree)), agent_dir(loaded, session)]
-    backend = CodexBackend(
-        codex_bin=_resolve_bin(cfg.codex.codex_bin, paths.repo_root), codex_home=paths.codex_home,
-        model=session.model, effort=session.model_reasoning_effort, sandbox=session.sandbox,
-        writable_roots=_unique(writable), extra_config=cfg.codex.extra_config,
-        env_passthrough=cfg.codex.env_passthrough)
-    env = backend.environment(dict(os.environ))
     heartbeat = Path(session.heartbeat_file)
+    if cfg.agent == "command":
+        backend = CommandBackend(argv=cfg.command.argv, resume_argv=cfg.command.resume_argv,
+                                 values={"run_id": session.run_id, "worktree": str(worktree),
+                                         "heartbeat_file": str(heartbeat)},
+                                 env_passthrough=cfg.codex.env_passthrough)
+    else:
+        backend = CodexBackend(
+            codex_bin=resolve_bin(cfg.codex.codex_bin, paths.repo_root), codex_home=paths.codex_home,
+            model=session.model, effort=session.model_reasoning_effort, sandbox=session.sandbox,
+            writable_roots=_unique(writable), extra_config=cfg.codex.extra_config,
+            env_passthrough=cfg.codex.env_passthrough)
+    env = backend.environment(dict(os.environ))
+    env.update(guard.env)  # after the allowlist, which drops every GIT_* variable
     env.update({procs.TAG_VAR: session.tag, "OVERNIGHT_AGENT_SESSION": str(paths.session_state),
                 "OVERNIGHT_AGENT_HEARTBEAT": str(heartbeat), "OVERNIGHT_AGENT_RUN_ID": session.run_id})
     prompts = {kind: prompt.template_text(kind, _template_override(loaded, key))
@@ -227,17 +260,33 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supe
             "tool": tool_command(), "heartbeat_file": str(heartbeat),
         }
 
-    restart, stop = cfg.restart, cfg.stop
-    settings = Settings(
-        sigint_grace=stop.sigint_grace, sigterm_grace=stop.sigterm_grace, kill_grace=2.0,
-        backoff_initial=restart.backoff_initial, backoff_factor=restart.backoff_factor,
-        backoff_max=restart.backoff_max, healthy_after=restart.healthy_after,
-        resume_failures_before_fresh=restart.resume_failures_before_fresh)
+    settings = make_settings(cfg)
     identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
-    return Supervisor(session=session, state_path=paths.session_state,
+    queue_notice = None
+    if isinstance(backend, CodexBackend):
+        def queue_notice(thread_id: str, text: str) -> str:
+            return tell.queue(backend.codex_bin, paths.codex_home, thread_id, text, env)
+    return Supervisor(session=session, state_path=paths.session_state, queue_notice=queue_notice, guard=guard,
                       run_dir=paths.run_dir(session.run_id), backend=backend, settings=settings,
                       prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
                       notifier=Notifier())
+
+
+def make_settings(cfg: config.Config) -> Settings:
+    restart, stop, live = cfg.restart, cfg.stop, cfg.liveness
+    return Settings(
+        sigint_grace=stop.sigint_grace, sigterm_grace=stop.sigterm_grace, kill_grace=2.0,
+        budgets=policy.Budgets(
+            initial=restart.backoff_initial, factor=restart.backoff_factor, maximum=restart.backoff_max,
+            healthy_after=restart.healthy_after, max_per_hour=restart.max_per_hour,
+            rate_limit_backoff=restart.rate_limit_backoff, usage_limit_margin=restart.usage_limit_margin,
+            max_tokens=cfg.budget.max_tokens),
+        limits=Limits(model_silent=live.model_silent, command_silent=live.command_silent,
+                      agent_cpu_floor=live.agent_cpu_floor, agent_cpu_ceiling=live.agent_cpu_ceiling,
+                      command_cpu_floor=live.command_cpu_floor),
+        sample_interval=live.sample_interval, network_down_limit=live.network_down_limit,
+        resume_failures_before_fresh=restart.resume_failures_before_fresh,
+        redact_output=cfg.logs.redact_agent_output, max_log_bytes=cfg.retention.max_log_bytes)
 
 
 def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:
@@ -245,7 +294,7 @@ def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:
     return config.resolve_path(loaded.paths.repo_root, value) if value else None
 
 
-def _resolve_bin(codex_bin: str, repo_root: Path) -> str:
+def resolve_bin(codex_bin: str, repo_root: Path) -> str:
     """A bare name is looked up on PATH; a path is taken relative to the repository root."""
     if os.sep in codex_bin:
         return str(config.resolve_path(repo_root, codex_bin))

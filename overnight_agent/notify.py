@@ -21,18 +21,26 @@ class Notifier:
         self.watchdog_interval: Optional[float] = (
             int(usec) / 1e6 / 2 if usec.isdigit() and int(usec) > 0 and mine else None)
         self._next_ping = 0.0
+        self.ready_sent = False
 
     def send(self, text: str) -> None:
         if self._sd is not None:
             self._sd.notify(text)
 
     def ready(self, status: str) -> None:
-        self.send(f"READY=1\nSTATUS={status}")
+        """READY=1 once per process; a supervisor systemd restarted says it again (else `activating`)."""
+        if not self.ready_sent:
+            self.ready_sent = True
+            self.send(f"READY=1\nSTATUS={status}")
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
 
     def stopping(self) -> None:
+        # systemd fails a Type=notify unit whose process exits before READY=1, even with status 0
+        # (result 'protocol'): a night that ends before its first attempt says READY=1 first.
+        if not self.ready_sent:
+            self.ready("stopping before the first attempt")
         self.send("STOPPING=1")
 
     def tick(self, now: float) -> None:

@@ -4,6 +4,8 @@ Owns: the backoff rule and the resume-or-fresh rule, as functions of the attempt
 Must not: read clocks, files or processes; every input is passed in, so each rule is tested
 with scripted histories.
 """
+import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -52,3 +54,105 @@ def next_attempt(thread_id: Optional[str], history: Sequence[AttemptSummary], *,
     if failed_resumes >= resume_failures_before_fresh:
         return NextAttempt(True, f"{failed_resumes} resumes in a row died before the thread started")
     return NextAttempt(False, "resume the same thread")
+
+
+# --- after an attempt: what next -------------------------------------------------------------------
+
+RESUME, WAIT_UNTIL, END_NIGHT = "resume", "wait_until", "end_night"
+_TRANSIENT = (base.RATE_LIMITED, base.SERVER_ERROR, base.NETWORK_DOWN)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str                  # RESUME (after `wait` seconds) | END_NIGHT
+    wait: float = 0.0
+    reason: str = ""
+    final_state: str = ""        # for END_NIGHT: "finished" or "failed"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    initial: float
+    factor: float
+    maximum: float
+    healthy_after: float
+    max_per_hour: int
+    rate_limit_backoff: float
+    usage_limit_margin: float
+    max_tokens: int
+
+
+_RESET_AT = re.compile(r"try again at\s+(?:(?P<date>[A-Z][a-z]{2} \d{1,2}(?:st|nd|rd|th), \d{4})\s+)?"
+                       r"(?P<time>\d{1,2}:\d{2}\s*[AP]M)", re.I)
+
+
+def usage_reset_time(message: str, now: dt.datetime) -> Optional[dt.datetime]:
+    """The local time a usage-limit message says to try again, or None when it gives none.
+
+    Codex prints `... try again at 1:57 AM.` (today or tomorrow, whichever comes first) or, for
+    another day, `... try again at Sep 11th, 2026 12:26 AM.`; `... try again later.` gives none.
+    """
+    match = _RESET_AT.search(message or "")
+    if not match:
+        return None
+    clock = dt.datetime.strptime(match.group("time").upper().replace(" ", ""), "%I:%M%p").time()
+    if match.group("date"):
+        day_text = re.sub(r"(\d)(st|nd|rd|th)", r"\1", match.group("date"))
+        day = dt.datetime.strptime(day_text, "%b %d, %Y").date()
+        return dt.datetime.combine(day, clock, tzinfo=now.tzinfo)
+    candidate = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+    if candidate < now - dt.timedelta(minutes=1):  # the message cuts to the minute
+        candidate += dt.timedelta(days=1)
+    return candidate
+
+
+def tokens_used(attempts) -> int:
+    """Tokens spent tonight: codex reports usage cumulatively per thread, so take each thread's
+    largest total (input + output) and add the threads up."""
+    per_thread = {}
+    for attempt in attempts:
+        usage = getattr(attempt, "usage", None) or {}
+        total = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+        key = getattr(attempt, "thread_id", None) or f"attempt-{attempt.number}"
+        per_thread[key] = max(per_thread.get(key, 0), total)
+    return sum(per_thread.values())
+
+
+def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_last_hour: Sequence[float],
+           now_mono: float, now: dt.datetime, deadline: dt.datetime, tokens: int,
+           budgets: Budgets) -> Decision:
+    """What to do after an attempt ended by itself (not stopped for the deadline or a signal)."""
+    if budgets.max_tokens and tokens >= budgets.max_tokens:
+        return Decision(END_NIGHT, reason=f"token budget spent: {tokens} of {budgets.max_tokens}",
+                        final_state="finished")
+    if outcome == base.USAGE_LIMIT:
+        reset = usage_reset_time(detail, now)
+        if reset is None:
+            return Decision(END_NIGHT, reason=f"usage limit reached, no reset time given: {detail}",
+                            final_state="failed")
+        resume_at = reset + dt.timedelta(seconds=budgets.usage_limit_margin)
+        if resume_at >= deadline:
+            return Decision(END_NIGHT, final_state="failed",
+                            reason=f"usage limit reached; it resets at {reset.isoformat(timespec='minutes')}, "
+                                   "after the deadline")
+        return Decision(RESUME, wait=max(0.0, (resume_at - now).total_seconds()),
+                        reason=f"usage limit: sleeping until {resume_at.isoformat(timespec='minutes')}")
+    wait = backoff_delay(history, initial=budgets.initial, factor=budgets.factor,
+                         maximum=budgets.maximum, healthy_after=budgets.healthy_after)
+    reason = f"backoff after {outcome}"
+    if outcome in _TRANSIENT:
+        in_a_row = 0
+        for attempt in reversed(history):
+            if attempt.outcome not in _TRANSIENT:
+                break
+            in_a_row += 1
+        wait = max(wait, min(budgets.rate_limit_backoff * 2 ** max(in_a_row - 1, 0), budgets.maximum))
+        reason = f"{outcome} ({in_a_row} in a row): waiting before the next try"
+    recent = sorted(t for t in starts_last_hour if t > now_mono - 3600)
+    if len(recent) >= budgets.max_per_hour:
+        until = recent[-budgets.max_per_hour] + 3600
+        if until - now_mono > wait:
+            wait = until - now_mono
+            reason = (f"restart budget spent ({len(recent)} attempts in the last hour, "
+                      f"limit {budgets.max_per_hour}): pausing")
+    return Decision(RESUME, wait=wait, reason=reason)

@@ -43,6 +43,16 @@ def spawn(argv: Sequence[str], cwd: str, env: Dict[str, str], stdout, stderr) ->
                             stdout=stdout, stderr=stderr, start_new_session=True, close_fds=True)
 
 
+def widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Grow a pipe's buffer (Linux F_SETPIPE_SZ) so a chatty agent blocks less and we wake less;
+    silently keeps the default where the kernel refuses."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except OSError:
+        pass
+
+
 def ref_of(popen: subprocess.Popen) -> ProcRef:
     try:
         created = psutil.Process(popen.pid).create_time()
@@ -58,20 +68,49 @@ def _environ(proc: psutil.Process) -> Dict[str, str]:
         return {}
 
 
+def tagged_pids(prefix: str) -> List[int]:
+    """Pids (not ours) whose environment has a tag starting with `prefix`.
+
+    Reads /proc/<pid>/environ as bytes directly: about ten times cheaper than building a psutil
+    object per process, which matters because it runs after every attempt."""
+    needle = f"{TAG_VAR}={prefix}".encode()
+    me = os.getpid()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [p.pid for p in _tagged_psutil(prefix)]
+    for name in entries:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        if needle in data and any(var.startswith(needle) for var in data.split(b"\0")):
+            found.append(int(name))
+    return found
+
+
+def _tagged_psutil(prefix: str) -> List[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid != os.getpid() and _environ(proc).get(TAG_VAR, "").startswith(prefix):
+            found.append(proc)
+    return found
+
+
 def tagged(prefix: str) -> List[psutil.Process]:
     """Live processes (not zombies, not us) whose tag starts with `prefix`."""
     found = []
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        tag = _environ(proc).get(TAG_VAR)
-        if tag is not None and tag.startswith(prefix):
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except psutil.Error:
-                pass
+    for pid in tagged_pids(prefix):
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
     return found
 
 
@@ -139,3 +178,59 @@ def stop_blocking(procs: List[psutil.Process], grace: float = 3.0,
             time.sleep(0.02)
             alive = [p for p in alive if _is_live(p)]
     return alive
+
+
+def descendants(pid: int) -> List[int]:
+    """All descendants of `pid`, walked through /proc/<pid>/task/<tid>/children (cheap: no scan
+    of every process); psutil's full scan where that file is missing."""
+    found: List[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except FileNotFoundError:
+                return _descendants_psutil(pid)
+            except OSError:
+                continue
+            found.extend(kids)
+            stack.extend(kids)
+    return found
+
+
+def _descendants_psutil(pid: int) -> List[int]:
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def thread_cpu_ns(pid: int) -> Dict[int, int]:
+    """CPU time of each thread of `pid` in nanoseconds (/proc/<pid>/task/<tid>/schedstat).
+
+    Per thread because a multi-threaded CLI's main thread alone shows nothing, and keyed so that
+    threads that exit do not make the total go backwards. psutil's times move in 10 ms ticks,
+    too coarse to see a quiet process work."""
+    result: Dict[int, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as handle:
+                result[int(tid)] = int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return result
+
+
+def cpu_delta(previous: Dict, current: Dict) -> float:
+    """Seconds of CPU used between two `{key: ns}` samples (new keys count from zero)."""
+    return sum(max(0, ns - previous.get(key, 0)) for key, ns in current.items()) / 1e9

@@ -149,7 +149,7 @@ def load(path: Path) -> Optional[Session]:
     return from_dict(data, str(path))
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, label: str = "") -> None:
     """Replace `path` with `text` so that a crash leaves the old or the new content, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -159,6 +159,8 @@ def write_atomic(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         faults.point("state.before_rename")
+        if label:
+            faults.point(f"state.before_rename.{label}")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -173,5 +175,5 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def save(path: Path, session: Session) -> None:
-    write_atomic(path, json.dumps(session.to_dict(), indent=2, sort_keys=False) + "\n")
+def save(path: Path, session: Session, label: str = "") -> None:
+    write_atomic(path, json.dumps(session.to_dict(), indent=2, sort_keys=False) + "\n", label)

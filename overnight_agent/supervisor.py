@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional
 
-from . import faults, gitops, policy, procs, prompt, state, timeparse
+from . import faults, gc, gitops, journal, redact, tell, policy, procs, prompt, state, timeparse
 from .agents import base
 from .agents.base import AttemptView, Backend
+from .agents.codex import is_network_wait
+from .liveness import Limits, Liveness
 from .notify import Notifier
 
 BACKOFF, RUNNING, STOPPING, DONE = "backoff", "running", "stopping", "done"
 STDERR_TAIL = 8192
+READ_CHUNK = 1 << 20  # matches the widened pipe: one read per wake-up under heavy output
 
 
 @dataclass
@@ -38,8 +41,17 @@ class Live:
     view: AttemptView
     log: object                      # binary file, append mode
     started: float                   # monotonic
+    liveness: Liveness
     buffers: Dict[int, bytearray] = field(default_factory=dict)
+    redactors: Dict[int, "redact.StreamRedactor"] = field(default_factory=dict)
     open_fds: List[int] = field(default_factory=list)
+    open_commands: int = 0           # command items started and not completed
+    network_since: Optional[float] = None  # first "waiting for network" notice in a row
+    next_sample: float = 0.0
+    sampled_at: float = 0.0
+    agent_cpu: Dict = field(default_factory=dict)
+    command_cpu: Dict = field(default_factory=dict)
+    file_marks: Dict[str, tuple] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,11 +61,13 @@ class Settings:
     sigint_grace: float
     sigterm_grace: float
     kill_grace: float
-    backoff_initial: float
-    backoff_factor: float
-    backoff_max: float
-    healthy_after: float
+    budgets: policy.Budgets
+    limits: Limits
+    sample_interval: float
+    network_down_limit: float
     resume_failures_before_fresh: int
+    redact_output: bool = True
+    max_log_bytes: int = 200 * 1000 * 1000
     tick: float = 0.2
 
 
@@ -62,6 +76,7 @@ class Supervisor:
                  backend: Backend, settings: Settings, prompts: Dict[str, str],
                  prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
                  identity: Dict[str, str], notifier: Optional[Notifier] = None,
+                 queue_notice: Optional[Callable[[str, str], str]] = None, guard=None,
                  clock: Callable[[], float] = time.monotonic,
                  now: Callable = timeparse.local_now):
         self.session = session
@@ -75,6 +90,13 @@ class Supervisor:
         self.log = log
         self.identity = identity
         self.notifier = notifier or Notifier({})
+        self.queue_notice = queue_notice  # (thread_id, text): a message for the agent's next turn
+        self.wrap_queue_failed = False
+        self.guard = guard                # gitsafety.AgentGuard: refs and primary tree checks
+        # Secrets the agent prints never reach a log: token shapes and this environment's values.
+        self.redactor = redact.Redactor(env) if settings.redact_output else None
+        self.log_cap = gc.LogCap(run_dir, settings.max_log_bytes)
+        self.guard_before = None
         self.clock = clock
         self.now = now
         self.phase = BACKOFF
@@ -90,12 +112,20 @@ class Supervisor:
             os.set_blocking(fd, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self.durations: List[policy.AttemptSummary] = []
+        self.starts: List[float] = []    # monotonic start of each attempt, for the hourly cap
+        self.pause_reason = ""
 
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
         previous = self._install_signal_handlers()
         try:
+            if self.guard is not None:
+                # The night's snapshot: a restarted supervisor compares with the one taken before
+                # it died, so nothing done while nobody watched goes unnoticed.
+                self.guard_before = (self.session.restarts and self.guard.last_snapshot()) or self.guard.snapshot()
+            self._journal("resumed after a supervisor restart" if self.session.restarts
+                          else f"night started; deadline {self.session.deadline}")
             self._save(state.BACKOFF)
             while self.phase != DONE:
                 self._dispatch_signals()
@@ -110,6 +140,9 @@ class Supervisor:
                 self.notifier.tick(self.clock())
                 if self.phase != DONE:
                     self._wait(self._timeout(now))
+        except BaseException:
+            self._emergency_stop()
+            raise
         finally:
             self._restore_signal_handlers(previous)
             self.notifier.stopping()
@@ -121,7 +154,23 @@ class Supervisor:
     def _timeout(self, now: float) -> float:
         if self.phase == BACKOFF:
             return max(0.0, min(self.settings.tick, self.next_start - now))
+        if self.phase == RUNNING and self.live is not None:
+            # Wake exactly when a sample or a stall verdict is due, not a tick later.
+            due = min(self.live.next_sample, self.live.liveness.due())
+            return max(0.0, min(self.settings.tick, due - now))
         return self.settings.tick
+
+    def _emergency_stop(self) -> None:
+        """The loop itself failed: stop the agent tree before the exception leaves, so nothing
+        outlives us (a restarted supervisor resumes the thread)."""
+        survivors = procs.tree(self.live.ref, self.session.tag) if self.live else procs.tagged(self.session.tag)
+        if survivors:
+            left = procs.stop_blocking(survivors, grace=1.0,
+                                       signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
+            self.log.error("supervisor.emergency_stop", pids=[p.pid for p in survivors],
+                           survivors=[p.pid for p in left])
+        if self.live is not None:
+            self.live.popen.poll()
 
     # --- signals: handlers only queue; the loop acts ------------------------------------------
 
@@ -159,8 +208,12 @@ class Supervisor:
     # --- phases -----------------------------------------------------------------------------------
 
     def _tick_backoff(self, now: float) -> None:
+        budget = self.settings.budgets.max_tokens
         if self.now() >= self.session.deadline_dt:
             self._finish_night(state.FINISHED, "deadline")
+        elif budget and policy.tokens_used(self.session.attempts) >= budget:
+            self._finish_night(state.FINISHED, f"token budget spent: {policy.tokens_used(self.session.attempts)} "
+                                               f"of {budget}")
         elif now >= self.next_start:
             self._start_attempt()
 
@@ -169,13 +222,85 @@ class Supervisor:
         if live.popen.poll() is not None:
             self._drain(live)
             self._end_attempt(now)
-        elif self.now() >= self.session.deadline_dt:
+            return
+        if self.now() >= self.session.deadline_dt:
             self._begin_stop("deadline")
-        elif (live.view.kind == "resume" and live.view.thread_id
-              and live.view.thread_id != live.view.expected_thread):
+            return
+        if (live.view.kind == "resume" and live.view.thread_id
+                and live.view.thread_id != live.view.expected_thread):
             self.log.warning("resume.thread_mismatch", expected=live.view.expected_thread,
                              got=live.view.thread_id)
             self._begin_stop("thread_mismatch")
+            return
+        if (not self.session.wrap_up_sent and not self.wrap_queue_failed and self.queue_notice
+                and live.view.thread_id and self.now() >= self.session.wrap_up_dt):
+            self._queue_wrap_up(live.view.thread_id)
+        if now >= live.next_sample or now >= live.liveness.due():
+            self._sample(live, now)  # always look once more before calling it a stall
+        verdict = live.liveness.verdict(now)
+        if verdict.stalled:
+            self.log.warning("attempt.stalled", attempt=live.attempt.number, reason=verdict.reason)
+            self._journal(f"attempt {live.attempt.number} stalled and was stopped: {verdict.reason}")
+            self.session.note("stall", timeparse.iso(self.now()), attempt=live.attempt.number,
+                              reason=verdict.reason)
+            self._begin_stop(f"stall: {verdict.reason}")
+        elif live.network_since is not None and now - live.network_since >= self.settings.network_down_limit:
+            waited = now - live.network_since
+            self.log.warning("attempt.network_down", attempt=live.attempt.number, seconds=round(waited))
+            self._begin_stop(f"network_down: waiting for the network for {waited:.0f}s")
+
+    def _queue_wrap_up(self, thread_id: str) -> None:
+        """Leave the wrap-up notice for the agent's next turn without killing the current one."""
+        text = prompt.render(self.prompts["wrap_up"], self.prompt_values())
+        try:
+            self.queue_notice(thread_id, text)
+        except Exception as exc:  # the next resume's prompt carries it instead
+            self.wrap_queue_failed = True
+            self.log.warning("wrap_up.queue_failed", error=str(exc))
+            return
+        self.session.wrap_up_sent = True
+        self.session.note("wrap_up.queued", timeparse.iso(self.now()), thread_id=thread_id)
+        tell.record(self.run_dir, "supervisor", "wrap-up notice")
+        self._save()
+        self.log.info("wrap_up.queued", thread_id=thread_id)
+
+    def _sample(self, live: Live, now: float) -> None:
+        """Read the evidence that is not pushed to us: files and CPU."""
+        liveness = live.liveness
+        paths = {"heartbeat": [Path(self.session.heartbeat_file)] if self.session.heartbeat_file else [],
+                 "rollout": self.backend.progress_files(live.view.thread_id or live.view.expected_thread)}
+        for source, files in paths.items():
+            for path in files:
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue
+                mark = (info.st_mtime_ns, info.st_size)
+                key = f"{source}:{path}"
+                previous = live.file_marks.get(key)
+                # Date the evidence by the file's own mtime, moved onto the monotonic clock.
+                when = min(now, now - (time.time() - info.st_mtime))
+                if previous is not None and previous != mark:
+                    liveness.saw(source, when)
+                elif previous is None and source == "heartbeat" and info.st_mtime >= self._attempt_epoch(live):
+                    liveness.saw(source, max(when, live.started))  # touched since this attempt began
+                live.file_marks[key] = mark
+        kids = procs.descendants(live.popen.pid)
+        agent = procs.thread_cpu_ns(live.popen.pid)
+        commands = {}
+        for pid in kids:
+            for tid, ns in procs.thread_cpu_ns(pid).items():
+                commands[(pid, tid)] = ns
+        window = now - live.sampled_at if live.sampled_at else 0.0
+        if window > 0:
+            liveness.cpu(procs.cpu_delta(live.agent_cpu, agent), procs.cpu_delta(live.command_cpu, commands),
+                         window, now)
+        live.agent_cpu, live.command_cpu, live.sampled_at = agent, commands, now
+        liveness.command_running = live.open_commands > 0 or bool(kids)
+        live.next_sample = now + self.settings.sample_interval
+
+    def _attempt_epoch(self, live: Live) -> float:
+        return timeparse.parse_iso(live.attempt.started_at).timestamp() - 1.0
 
     def _tick_stopping(self, now: float) -> None:
         live = self.live
@@ -210,7 +335,11 @@ class Supervisor:
             session.thread_id, self.durations,
             resume_failures_before_fresh=self.settings.resume_failures_before_fresh)
         kind = "start" if decision.fresh else "resume"
-        if decision.fresh and session.thread_id is not None:
+        if not self.backend.has_threads:
+            decision = policy.NextAttempt(not session.attempts, "no threads: start, then restart")
+            kind = "start" if not session.attempts else "resume"
+        if self.backend.has_threads and decision.fresh and session.thread_id is not None:
+            self._journal(f"started a fresh session: {decision.reason}")
             session.fresh_starts += 1
             session.note("fresh_start", timeparse.iso(self.now()), reason=decision.reason,
                          old_thread=session.thread_id)
@@ -227,12 +356,13 @@ class Supervisor:
             argv = self.backend.resume_argv(session.thread_id, text)
             if wrap:
                 session.wrap_up_sent = True
+                session.note("prompt.wrap_up", timeparse.iso(self.now()))
         number = len(session.attempts) + 1
-        log_path = self.run_dir / ("codex_start.log" if number == 1 else "codex_resume.log")
+        log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
         log_file = open(log_path, "ab")
         started_at = timeparse.iso(self.now())
-        header = (f"=== overnight-agent attempt {number} ({kind}"
-                  f"{' of ' + session.thread_id if kind == 'resume' else ''}, prompt {prompt_kind}) "
+        of_thread = f" of {session.thread_id}" if kind == "resume" and session.thread_id else ""
+        header = (f"=== overnight-agent attempt {number} ({kind}{of_thread}, prompt {prompt_kind}) "
                   f"started {started_at} ===\n")
         log_file.write(header.encode())
         log_file.flush()
@@ -251,17 +381,23 @@ class Supervisor:
             self._after_attempt(attempt, 0.0)
             return
         ref = procs.ref_of(popen)
+        self.starts.append(self.clock())
         attempt = state.Attempt(number=number, kind=kind, started_at=started_at, log=str(log_path),
                                 pid=popen.pid, pgid=ref.pgid, proc_create_time=ref.create_time,
                                 thread_id=session.thread_id if kind == "resume" else None)
         session.attempts.append(attempt)
         view = AttemptView(kind=kind, expected_thread=session.thread_id if kind == "resume" else None)
+        started = self.clock()
         self.live = Live(attempt=attempt, popen=popen, ref=ref, view=view, log=log_file,
-                         started=self.clock())
+                         started=started, liveness=Liveness(self.settings.limits, started=started),
+                         next_sample=started)
         for stream in (popen.stdout, popen.stderr):
             fd = stream.fileno()
             os.set_blocking(fd, False)
+            procs.widen_pipe(fd)
             self.live.buffers[fd] = bytearray()
+            if self.redactor is not None:
+                self.live.redactors[fd] = redact.StreamRedactor(self.redactor)
             self.live.open_fds.append(fd)
             self.selector.register(fd, selectors.EVENT_READ, "out" if stream is popen.stdout else "err")
         self.phase = RUNNING
@@ -269,8 +405,7 @@ class Supervisor:
         self._save(state.RUNNING)
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
                       thread_id=session.thread_id, pid=popen.pid)
-        if number == 1:
-            self.notifier.ready(self._status_text())
+        self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
 
     def _end_attempt(self, now: float) -> None:
         live = self.live
@@ -278,6 +413,8 @@ class Supervisor:
         view = live.view
         view.returncode = live.popen.returncode
         outcome = self.backend.classify(view)
+        if self.redactor is not None:  # the detail quotes the agent's own words
+            outcome = base.Outcome(outcome.kind, self.redactor.text(outcome.detail))
         attempt = live.attempt
         attempt.ended_at = timeparse.iso(self.now())
         attempt.exit_code = view.returncode
@@ -297,6 +434,7 @@ class Supervisor:
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
         if removed:
             self.log.info("worktree.stubs_removed", names=list(removed))
+        self._check_guard(attempt.number)
         self.log.info("attempt.ended", attempt=attempt.number, outcome=outcome.kind,
                       detail=outcome.detail, exit_code=view.returncode, thread_id=view.thread_id)
         if self.phase == STOPPING and self.stop_reason in ("deadline", "signal"):
@@ -312,20 +450,62 @@ class Supervisor:
             if leftovers:
                 self.log.warning("thread.busy_sweep", pids=[p.pid for p in leftovers])
                 procs.stop_blocking(leftovers, grace=self.settings.sigterm_grace)
-        delay = policy.backoff_delay(
-            self.durations, initial=self.settings.backoff_initial, factor=self.settings.backoff_factor,
-            maximum=self.settings.backoff_max, healthy_after=self.settings.healthy_after)
-        self.next_start = self.clock() + delay
-        self.phase = BACKOFF
+        now = self.clock()
+        decision = policy.decide(
+            attempt.outcome, attempt.detail or "", self.durations, self.starts, now, self.now(),
+            self.session.deadline_dt, policy.tokens_used(self.session.attempts), self.settings.budgets)
         self.stop_reason = None
+        if decision.action == policy.END_NIGHT:
+            self.log.warning("night.ending", reason=decision.reason)
+            self._finish_night(decision.final_state, decision.reason)
+            return
+        self.next_start = now + decision.wait
+        self.pause_reason = decision.reason
+        self.phase = BACKOFF
+        if "budget" in decision.reason or "usage limit" in decision.reason:
+            self.session.note("pause", timeparse.iso(self.now()), reason=decision.reason,
+                              seconds=round(decision.wait))
+            self._journal(f"paused for {timeparse.format_duration(decision.wait)}: {decision.reason}")
         self._save(state.BACKOFF)
-        self.log.info("attempt.backoff", seconds=round(delay, 3), next_attempt=attempt.number + 1)
+        self.log.info("attempt.backoff", seconds=round(decision.wait, 3), reason=decision.reason,
+                      next_attempt=attempt.number + 1)
+
+    def _check_guard(self, attempt: int) -> None:
+        """Compare refs outside overnight/* and the primary tree with the night's snapshot;
+        restore what can be, and say so in the log, the state and the journal."""
+        if self.guard is None or self.guard_before is None:
+            return
+        try:
+            check = self.guard.after_attempt(self.guard_before, attempt=attempt)
+        except Exception as exc:  # a failed check must not end the night; it is reported
+            self.log.error("guard.check_failed", error=str(exc))
+            return
+        if check.clean:
+            return
+        changes = [c.describe() for c in check.changes]
+        self.log.warning("guard.changes", attempt=attempt, changes=changes, actions=check.actions,
+                         record=check.record)
+        self.session.note("guard", timeparse.iso(self.now()), attempt=attempt, changes=changes,
+                          actions=check.actions)
+        self._journal(check.summary())
+        self.guard_before = self.guard.snapshot()  # report each change once
+
+    def _journal(self, text: str) -> None:
+        """A summary line by the supervisor itself; never fatal to the night."""
+        if not self.session.exec_summary_log:
+            return
+        try:
+            journal.summary(self.session, f"[supervisor] {text}", author="supervisor")
+        except Exception as exc:
+            self.log.warning("journal.write_failed", error=str(exc))
 
     def _begin_stop(self, reason: str) -> None:
         self.stop_reason = reason
         if self.live is not None:
             self.live.view.stopped_for = reason
         self.phase = STOPPING
+        if reason in ("deadline", "signal"):
+            self.notifier.stopping()
         self.stop_steps = [(signal.SIGINT, self.settings.sigint_grace),
                            (signal.SIGTERM, self.settings.sigterm_grace),
                            (signal.SIGKILL, self.settings.kill_grace)]
@@ -336,7 +516,7 @@ class Supervisor:
     def _finish_night(self, final_state: str, reason: str) -> None:
         session = self.session
         worktree = Path(session.session_worktree)
-        if final_state == state.FINISHED:
+        if final_state in (state.FINISHED, state.FAILED):
             try:
                 sha = gitops.checkpoint(worktree, session.run_id, self.identity)
             except gitops.GitError as exc:
@@ -346,7 +526,12 @@ class Supervisor:
                 session.note("checkpoint", timeparse.iso(self.now()), commit=sha,
                              branch=gitops.current_branch(worktree))
                 self.log.info("checkpoint.committed", commit=sha)
+        if self.redactor is not None and self.redactor.count:
+            session.note("redacted", timeparse.iso(self.now()), where="agent output and logs",
+                         count=self.redactor.count, kinds=sorted(self.redactor.counts))
         session.note(f"night.{final_state}", timeparse.iso(self.now()), reason=reason)
+        self._journal(f"night {final_state}: {reason}; {len(session.attempts)} attempts, "
+                      f"{session.restarts} supervisor restarts")
         self._save(final_state)
         self.log.info(f"night.{final_state}", reason=reason, attempts=len(session.attempts),
                       thread_id=session.thread_id)
@@ -368,7 +553,7 @@ class Supervisor:
 
     def _read(self, live: Live, fd: int, which: str) -> bool:
         try:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, READ_CHUNK)
         except BlockingIOError:
             return True
         if not chunk:
@@ -376,8 +561,9 @@ class Supervisor:
             live.open_fds.remove(fd)
             self._flush_partial(live, fd, which)
             return False
-        live.log.write(chunk)
-        live.log.flush()
+        self._log_output(live, fd, chunk)
+        if which == "out" and not self.backend.has_threads:
+            live.liveness.saw("stdout", self.clock())  # a plain command: any output is evidence
         if which == "err":
             live.view.stderr_tail = (live.view.stderr_tail + chunk.decode("utf-8", "replace"))[-STDERR_TAIL:]
             return True
@@ -389,7 +575,21 @@ class Supervisor:
             self._on_line(live, line.decode("utf-8", "replace"))
         return True
 
+    def _log_output(self, live: Live, fd: int, chunk: bytes, final: bool = False) -> None:
+        """Write the agent's output to the run log: redacted, and within the night's size cap."""
+        stream = live.redactors.get(fd)
+        if stream is not None:
+            chunk = stream.feed(chunk) + (stream.flush() if final else b"")
+        keep = self.log_cap.allow(len(chunk))
+        if keep:
+            live.log.write(chunk[:keep] if keep < len(chunk) else chunk)
+        if self.log_cap.exceeded:
+            live.log.write(self.log_cap.notice())
+        live.log.flush()
+
     def _flush_partial(self, live: Live, fd: int, which: str) -> None:
+        if fd in live.redactors:
+            self._log_output(live, fd, b"", final=True)
         rest = live.buffers.get(fd)
         if which == "out" and rest:
             self._on_line(live, rest.decode("utf-8", "replace"))
@@ -419,12 +619,24 @@ class Supervisor:
         if event is None:
             return
         live.view.observe(event)
+        now = self.clock()
+        if event.kind == "error":
+            # Retry notices are not progress; a CLI waiting for the network retries forever.
+            if is_network_wait(event.message or ""):
+                live.network_since = live.network_since or now
+        else:
+            live.liveness.saw("stdout", now)
+            live.network_since = None
+        if event.kind == "item" and event.item_type == "command_execution":
+            delta = 1 if event.phase == "started" else -1 if event.phase == "completed" else 0
+            live.open_commands = max(0, live.open_commands + delta)
+            live.liveness.command_running = live.open_commands > 0
         if event.kind == "thread_started" and event.thread_id:
             if live.view.kind == "start" or event.thread_id == live.view.expected_thread:
                 if self.session.thread_id != event.thread_id:
                     self.session.thread_id = event.thread_id
                 live.attempt.thread_id = event.thread_id
-                self._save()  # the thread id is what makes a restart resumable: keep it at once
+                self._save(label="thread")  # the thread id makes a restart resumable: keep it at once
                 self.log.info("thread.started", thread_id=event.thread_id, attempt=live.attempt.number)
         elif event.kind == "turn_failed":
             self.log.warning("turn.failed", message=event.message, attempt=live.attempt.number)
@@ -441,11 +653,16 @@ class Supervisor:
 
     def _status_text(self) -> str:
         left = (self.session.deadline_dt - self.now()).total_seconds()
-        return (f"{self.phase} attempt {len(self.session.attempts)} thread {self.session.thread_id} "
+        text = (f"{self.phase} attempt {len(self.session.attempts)} thread {self.session.thread_id} "
                 f"deadline in {timeparse.format_duration(left)}")
+        if self.live is not None:
+            text += f" last evidence {timeparse.format_duration(self.live.liveness.age(self.clock()))} ago"
+        elif self.phase == BACKOFF and self.pause_reason:
+            text += f" ({self.pause_reason})"
+        return text
 
-    def _save(self, new_state: Optional[str] = None) -> None:
+    def _save(self, new_state: Optional[str] = None, label: str = "") -> None:
         if new_state is not None:
             self.session.state = new_state
-        state.save(self.state_path, self.session)
+        state.save(self.state_path, self.session, label or (new_state or ""))
         self.notifier.status(self._status_text())

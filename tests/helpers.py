@@ -176,6 +176,17 @@ def processes_marked(mark: Optional[str] = None, prefix: str = "oa-") -> List[ps
     return found
 
 
+def cmdlines(prefix: str) -> List[str]:
+    """Command lines of the live agent processes under `prefix` (ones that exit meanwhile skipped)."""
+    result = []
+    for proc in processes_marked(None, prefix):
+        try:
+            result.append(" ".join(proc.cmdline()))
+        except psutil.Error:
+            pass
+    return result
+
+
 def assert_no_agent_processes(mark: Optional[str] = None, prefix: str = "oa-",
                               wait: float = 3.0) -> None:
     """Fail (after killing them) if any agent-tagged or test-marked process is still alive."""

@@ -22,7 +22,12 @@ def test_the_demo_night_shows_worktrees_commits_a_crash_and_a_resume(tmp_path):
     assert len(work) == 2 and all(b in out for b in work)
     assert "docs: fix broken link" in git(repo, "log", "--format=%s", work[0] if "docs" in work[0] else work[1])
     summary = (tmp_path / "worktrees" / "ops_journal" / "docs/meta/logs/ops/executive_summary.log").read_text()
-    assert len(summary.splitlines()) == 2 and "fix-docs-link" in summary
+    agent_lines = [line for line in summary.splitlines() if "[supervisor]" not in line]
+    assert len(agent_lines) == 2 and "fix-docs-link" in agent_lines[0]
+    assert "[supervisor] night started" in summary and "[supervisor] night finished: deadline" in summary
+    run_dir = tmp_path / "run" / "runs" / session["run_id"]
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
+    assert git(repo, "show", f"overnight/ops-journal:docs/meta/logs/ops/{session['run_id']}_report.md")
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
     helpers.assert_no_agent_processes(mark, helpers.tag_prefix(tmp_path / "run"))

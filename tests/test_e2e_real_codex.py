@@ -6,6 +6,7 @@ codex or its commands survives.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -39,14 +40,15 @@ def real(tmp_path):
             self.base = base
             self.codex_home = base / "run" / "codex_home"
 
-        def serve(self, steps, **home):
+        def serve(self, steps, config=None, **home):
             server = MockModelServer(steps)
             server.__enter__()
             servers.append(server)
             rc.write_codex_home(self.codex_home, server.port, **home)
+            overrides = {"stop": {"sigint_grace": "2s", "sigterm_grace": "2s"}, **(config or {})}
             helpers.write_config(self.config, base, codex={"codex_bin": binary,
                                                            "codex_home": str(self.codex_home)},
-                                 stop={"sigint_grace": "2s", "sigterm_grace": "2s"})
+                                 **overrides)
             return server
 
         def start(self, *args):
@@ -87,7 +89,8 @@ def test_a_real_codex_night_commits_in_its_worktree_under_the_sandbox(real):
     assert git(real.repo, "log", "-1", "--format=%s", feature[0]) == "feat: x"
     summary = Path(session["exec_summary_log"]).read_text()
     assert f"{feature[0]} " in summary and "Added feature.txt." in summary
-    assert git(real.repo, "log", "-1", "--format=%s", "overnight/ops-journal").startswith("ops: summary")
+    journal_log = git(real.repo, "log", "--format=%s", "overnight/ops-journal")
+    assert "ops: summary (agent)" in journal_log and "ops: morning report" in journal_log
     assert Path(session["heartbeat_file"]).exists()
     assert helpers.primary_fingerprint(real.repo) == before  # incl. .git/config and hooks
     requests = agent_requests(server)
@@ -108,7 +111,7 @@ def test_sigkill_mid_turn_then_restart_resumes_the_real_thread_and_it_can_still_
                            timeout=30, what="thread started")
     thread = session["thread_id"]
     prefix = helpers.tag_prefix(real.run_root)
-    helpers.wait_for(lambda: any("sleep" in " ".join(p.cmdline()) for p in helpers.processes_marked(None, prefix)),
+    helpers.wait_for(lambda: any("sleep" in cmd for cmd in helpers.cmdlines(prefix)),
                      timeout=20, what="the agent's command running")  # the turn is mid-way
     os.killpg(first.pid, signal.SIGKILL)
     helpers.finish(first)
@@ -129,6 +132,8 @@ def test_sigkill_mid_turn_then_restart_resumes_the_real_thread_and_it_can_still_
     cold = [r for r in agent_requests(server) if r["turn_metadata"].get("history_initialization") == "cold_resume"]
     assert cold and cold[0]["turn_metadata"]["thread_id"] == thread
     assert all(r["body"]["reasoning"]["effort"] == "xhigh" for r in agent_requests(server))
+    for name in (".agents", ".aws", ".codex"):  # bwrap's stubs from the killed command are gone
+        assert not (Path(session["session_worktree"]) / name).exists()
 
 
 def test_http_errors_are_recorded_and_resumed_with_backoff(real):
@@ -149,3 +154,60 @@ def test_a_request_that_never_gets_headers_is_stopped_cleanly_at_the_deadline(re
     session = real.session()
     assert session["state"] == "finished"
     assert session["attempts"][-1]["outcome"] == "stopped"
+
+
+def test_a_slow_but_streaming_model_is_not_a_stall(real):
+    # Nothing reaches stdout or the rollout while the model streams; codex's own CPU does move.
+    real.serve([{"slow_message": "thinking aloud " * 40, "seconds": 8, "deltas": 60}, {"message": "idle"}],
+               config={"liveness": {"model_silent": "3s", "sample_interval": "0.5s"}},
+               stream_idle_timeout_ms=20000)
+    proc = real.start("--hours", "1")
+    try:
+        session = wait_session(real.base, lambda s: s["attempts"] and s["attempts"][0].get("outcome"),
+                               timeout=30, what="first turn over")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc, timeout=30)
+    assert session["attempts"][0]["outcome"] == "completed", session["attempts"][0]
+
+
+def test_a_model_that_never_answers_is_a_stall_and_the_thread_is_resumed(real):
+    server = real.serve([{"hang_before_headers": True, "max_seconds": 30}, {"message": "back"}],
+                        config={"liveness": {"model_silent": "3s", "sample_interval": "0.5s"}})
+    proc = real.start("--hours", "1")
+    try:
+        session = wait_session(real.base, lambda s: len(s["attempts"]) >= 2 and s["attempts"][1].get("outcome"),
+                               timeout=40, what="stall, then a resumed turn")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc, timeout=30)
+    first, second = session["attempts"][:2]
+    assert first["outcome"] == "stalled" and "limit 3s" in first["detail"], first
+    assert second["kind"] == "resume" and second["thread_id"] == first["thread_id"]
+    assert second["outcome"] == "completed", second
+    assert server.requests[-1]["turn_metadata"].get("history_initialization") == "cold_resume"
+
+
+def test_connection_refused_is_network_down_with_a_bounded_wait(real):
+    real.serve([{"message": "unused"}], config={"liveness": {"network_down_limit": "3s"}})
+    port = helpers_free_port()
+    config_toml = real.codex_home / "config.toml"
+    text = config_toml.read_text()
+    config_toml.write_text(re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", text))  # nobody listens
+    proc = real.start("--hours", "1")
+    try:
+        session = wait_session(real.base, lambda s: s["attempts"] and s["attempts"][0].get("outcome"),
+                               timeout=40, what="network-down attempt over")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc, timeout=30)
+    first = session["attempts"][0]
+    assert first["outcome"] == "network_down", first
+    assert "waiting for the network" in first["detail"]
+
+
+def helpers_free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

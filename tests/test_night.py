@@ -171,10 +171,10 @@ def test_sigkill_right_after_spawn_recovers_the_thread_from_the_session_store(ni
 
 
 def test_sigkill_during_a_state_write_leaves_a_resumable_state(night):
-    # Writes: created, backoff, running, then the thread id. Dying between the temp file and its
-    # rename in that 4th write must leave the 3rd write intact (never a torn file), and the
-    # restart must still find and resume the thread.
-    before, after = _kill_then_restart(night, "state.before_rename:4")
+    # Dying between the temp file and the rename of the write that records the thread id must
+    # leave the previous write intact (never a torn file), and the restart must still find and
+    # resume the thread.
+    before, after = _kill_then_restart(night, "state.before_rename.thread")
     assert before is not None and before["state"] == "running" and before["thread_id"] is None
     assert before["run_id"] == after["run_id"]
     rollouts = list((night.run_root / "codex_home" / "sessions").rglob("rollout-*.jsonl"))
@@ -256,21 +256,76 @@ def test_a_thread_codex_no_longer_knows_falls_back_to_a_fresh_session(night):
     assert any(e["event"] == "fresh_start" for e in session["events"])
 
 
-def test_wrap_up_prompt_goes_to_the_first_resume_after_wrap_up_time(night):
-    helpers.write_config(night.config, night.base, schedule={"wrap_up": "1h"})
-    night.scenario([{"exit_early": True}], [{"exit_early": True}], HANG)
+def user_inputs(codex_home: Path):
+    """The user messages the fake codex recorded in its rollout (prompts and queued messages)."""
+    texts = []
+    for path in sorted((codex_home / "sessions").rglob("rollout-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            payload = record.get("payload", {})
+            if record["type"] == "response_item" and payload.get("role") == "user":
+                texts.append(json.dumps(payload.get("content")))
+    return texts
+
+
+def test_wrap_up_notice_is_queued_for_the_next_turn_without_killing_the_current_one(night):
+    helpers.write_config(night.config, night.base, schedule={"wrap_up": "1h"})  # wrap-up time is now
+    night.scenario([{"sleep": 1.5}, {"exit_early": True}], HANG)
     proc = night.start("--hours", "1")
     try:
-        wait_session(night.base, lambda s: len(s["attempts"]) == 3 and s["state"] == "running",
-                     what="third attempt")
+        wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
+                     what="second attempt")
+        helpers.wait_for(lambda: any("Wrap-up time" in t for t in user_inputs(night.run_root / "codex_home")),
+                         what="the queued notice in the resumed turn's input")
     finally:
         proc.send_signal(signal.SIGTERM)
         helpers.finish(proc)
     session = night.session()
-    log = (night.run_root / "runs" / session["run_id"] / "codex_resume.log").read_text()
-    assert "attempt 2 (resume" in log and "prompt wrap_up" in log
-    assert "attempt 3 (resume" in log and log.count("prompt wrap_up") == 1
     assert session["wrap_up_sent"] is True
+    assert [e for e in session["events"] if e["event"] == "wrap_up.queued"]
+    assert attempts(session)[0] == ("start", "completed")  # the turn was not interrupted
+    log = (night.run_root / "runs" / session["run_id"] / "codex_resume.log").read_text()
+    assert "attempt 2 (resume" in log and "prompt resume" in log
+    inputs = user_inputs(night.run_root / "codex_home")
+    assert any("Wrap-up time" in text for text in inputs), inputs
+
+
+def test_without_a_queue_the_first_resume_after_wrap_up_time_carries_the_wrap_up_prompt(night):
+    helpers.write_config(night.config, night.base, schedule={"wrap_up": "1h"})
+    night.config.write_text(night.config.read_text() + "agent: command\ncommand:\n  argv: [sh, -c, 'sleep 0.3']\n")
+    proc = night.start("--hours", "1")
+    try:
+        wait_session(night.base, lambda s: len(s["attempts"]) >= 3, what="third attempt")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc)
+    session = night.session()
+    log = (night.run_root / "runs" / session["run_id"] / "command_resume.log").read_text()
+    assert "attempt 2 (resume, prompt wrap_up)" in log
+    assert "attempt 3 (resume, prompt resume)" in log
+
+
+def test_tell_reaches_the_agent_at_its_next_turn_and_is_recorded(night):
+    night.scenario([{"sleep": 2}, {"exit_early": True}], HANG)
+    proc = night.start("--hours", "1")
+    try:
+        wait_session(night.base, lambda s: s.get("thread_id") and s["state"] == "running", what="thread")
+        told = helpers.run_cli("tell", "--repo", str(night.repo), "--config", str(night.config),
+                               "Answer: keep the old API for now.", mark=night.mark)
+        assert told.returncode == 0, told.stderr
+        wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
+                     what="the next turn")
+        helpers.wait_for(lambda: any("keep the old API" in t for t in user_inputs(night.run_root / "codex_home")),
+                         what="the told message in the next turn's input")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc)
+    session = night.session()
+    assert attempts(session)[0] == ("start", "completed")
+    assert any("keep the old API" in text for text in user_inputs(night.run_root / "codex_home"))
+    told_log = (night.run_root / "runs" / session["run_id"] / "told.jsonl").read_text()
+    assert "keep the old API" in told_log
+    assert "Operator told the agent: Answer: keep the old API" in Path(session["exec_summary_log"]).read_text()
 
 
 def test_run_root_inside_the_repo_is_excluded_without_touching_tracked_files(night):

@@ -26,7 +26,8 @@ CRASHED_BEFORE_THREAD = "crashed_before_thread"  # died before announcing a thre
 EXITED_EARLY = "exited_early"            # exit 0 without a completed turn
 CRASHED = "crashed"                      # non-zero exit after the thread started
 KILLED = "killed"                        # died by a signal we did not send
-STOPPED = "stopped"                      # we stopped it (deadline, operator signal, stall)
+STOPPED = "stopped"                      # we stopped it (deadline, operator signal)
+STALLED = "stalled"                      # we stopped it: no evidence of life for too long
 SUPERVISOR_LOST = "supervisor_lost"      # the supervisor died while this attempt ran
 
 
@@ -39,6 +40,7 @@ class Event:
     message: Optional[str] = None
     usage: Optional[Dict[str, int]] = None
     item_type: Optional[str] = None
+    phase: Optional[str] = None    # for items: "started" | "completed"
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Outcome:
 
 class Backend(Protocol):
     name: str
+    has_threads: bool              # False: no resumable conversation (a plain command)
 
     def start_argv(self, prompt: str) -> List[str]: ...
 
@@ -86,6 +89,8 @@ class Backend(Protocol):
     def classify(self, view: AttemptView) -> Outcome: ...
 
     def environment(self, base: Dict[str, str]) -> Dict[str, str]: ...
+
+    def progress_files(self, thread_id: Optional[str]) -> List[Path]: ...
 
     def find_thread(self, cwd: Path) -> Optional[str]: ...
 

@@ -33,6 +33,7 @@ _NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network 
 
 class CodexBackend:
     name = "codex"
+    has_threads = True
 
     def __init__(self, *, codex_bin: str, codex_home: Path, model: str, effort: str,
                  sandbox: str, writable_roots: Iterable[Path] = (), extra_config: Sequence[str] = (),
@@ -90,13 +91,14 @@ class CodexBackend:
             return Event("error", message=str(data.get("message") or ""))
         if kind in ("item.started", "item.completed", "item.updated"):
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
-            return Event("item", item_type=item.get("type"), message=item.get("message"))
+            return Event("item", item_type=item.get("type"), message=item.get("message"),
+                         phase=kind.split(".", 1)[1])
         return Event("other")
 
     def classify(self, view: AttemptView) -> Outcome:
         rc = view.returncode
         if view.stopped_for:
-            return Outcome(base.STOPPED, view.stopped_for)
+            return stopped_outcome(view.stopped_for)
         if view.kind == "resume" and view.thread_id and view.expected_thread \
                 and view.thread_id != view.expected_thread:
             return Outcome(base.THREAD_MISMATCH, f"asked {view.expected_thread}, got {view.thread_id}")
@@ -165,6 +167,28 @@ class CodexBackend:
 
     def after_attempt(self, worktree: Path) -> Sequence[str]:
         return gitops.remove_sandbox_stubs(worktree)
+
+    def progress_files(self, thread_id: Optional[str]) -> List[Path]:
+        """The thread's rollout file: codex appends to it as items complete."""
+        if not thread_id:
+            return []
+        sessions = self.codex_home / "sessions"
+        return sorted(sessions.rglob(f"rollout-*-{thread_id}.jsonl")) if sessions.is_dir() else []
+
+
+def stopped_outcome(stopped_for: str) -> Outcome:
+    """How an attempt we stopped ended: the reason decides the kind."""
+    if stopped_for.startswith("stall"):
+        return Outcome(base.STALLED, stopped_for)
+    if stopped_for.startswith("network_down"):
+        return Outcome(base.NETWORK_DOWN, stopped_for)
+    if stopped_for == "thread_mismatch":
+        return Outcome(base.THREAD_MISMATCH, "the resume announced another thread than asked")
+    return Outcome(base.STOPPED, stopped_for)
+
+
+def is_network_wait(message: str) -> bool:
+    return bool(_NETWORK.search(message or ""))
 
 
 def _rollout_thread_and_cwd(path: Path):

@@ -1,0 +1,86 @@
+"""Deciding from evidence whether the agent is alive: pure bookkeeping, no I/O.
+
+Owns: the evidence sources and when each last moved (monotonic time), the two stall limits, and
+the verdict with a reason that says what was last seen and when. Must not: read files, /proc or
+clocks (the supervisor samples and passes values and `now` in), or stop anything.
+
+Evidence, each recorded when it changes:
+- `stdout`: a new event line from the agent (retry notices do not count: a CLI that retries
+  forever would otherwise look alive forever);
+- `rollout`: the thread's session file grew (codex appends as items complete);
+- `heartbeat`: the file the agent touches with `overnight-agent heartbeat` got a newer mtime;
+- `agent_cpu`: the agent CLI itself used CPU in a sample window, between a floor (idle timers are
+  not work) and a ceiling (a CLI pinned at a full core with nothing else moving is spinning);
+- `command_cpu`: a command the agent runs (any descendant) used CPU: a quiet test suite or build
+  is progress however long it takes; a command asleep is not.
+The session is stalled when nothing moved for `command_silent` while a command runs, or for
+`model_silent` otherwise (the model thinking or streaming prints nothing until it is done).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+SOURCES = ("stdout", "rollout", "heartbeat", "agent_cpu", "command_cpu")
+
+
+@dataclass(frozen=True)
+class Limits:
+    model_silent: float          # seconds without evidence while no command runs
+    command_silent: float        # seconds without evidence while a command runs
+    agent_cpu_floor: float       # fraction of a core; below it the agent's CPU is idle noise
+    agent_cpu_ceiling: float     # fraction of a core; at or above it the agent is spinning
+    command_cpu_floor: float     # fraction of a core a command must use to count
+
+
+@dataclass
+class Verdict:
+    stalled: bool
+    limit: float
+    age: float                   # seconds since the last evidence
+    reason: str
+
+
+@dataclass
+class Liveness:
+    limits: Limits
+    started: float                               # monotonic start of the attempt
+    last: Dict[str, float] = field(default_factory=dict)
+    command_running: bool = False
+
+    def saw(self, source: str, now: float) -> None:
+        assert source in SOURCES, source
+        self.last[source] = now
+
+    def cpu(self, agent_seconds: float, command_seconds: float, window: float, now: float) -> None:
+        """CPU used in the last `window` seconds by the agent CLI and by its commands."""
+        if window <= 0:
+            return
+        agent_share = agent_seconds / window
+        if self.limits.agent_cpu_floor <= agent_share < self.limits.agent_cpu_ceiling:
+            self.saw("agent_cpu", now)
+        if command_seconds / window >= self.limits.command_cpu_floor:
+            self.saw("command_cpu", now)
+
+    def last_evidence(self) -> float:
+        return max([self.started, *self.last.values()])
+
+    def limit(self) -> float:
+        return self.limits.command_silent if self.command_running else self.limits.model_silent
+
+    def due(self) -> float:
+        """The monotonic time at which, with no new evidence, the agent counts as stalled."""
+        return self.last_evidence() + self.limit()
+
+    def verdict(self, now: float) -> Verdict:
+        age = now - self.last_evidence()
+        limit = self.limit()
+        return Verdict(stalled=age >= limit, limit=limit, age=age, reason=self.describe(now))
+
+    def describe(self, now: float) -> str:
+        waiting = "a command is running" if self.command_running else "no command is running"
+        seen = ", ".join(f"{name} {now - self.last[name]:.1f}s ago" if name in self.last
+                         else f"{name} never" for name in SOURCES)
+        return (f"no evidence of life for {now - self.last_evidence():.1f}s "
+                f"(limit {self.limit():g}s, {waiting}); last seen: {seen}")
+
+    def age(self, now: float) -> float:
+        return now - self.last_evidence()

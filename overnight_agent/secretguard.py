@@ -1,0 +1,114 @@
+"""The last check before the tool commits to the ops journal: no secret leaves in a commit.
+
+Owns: scanning what a journal commit would add (the staged diff of its files) with the
+redactor, putting those files back as they were committed when a secret is found, and the
+small local record of redactions and refusals that the morning report shows
+(`<run_dir>/agent/events.jsonl`, next to the heartbeat; never committed).
+Must not: print or record a secret's value (only its kind and the file), or touch files other
+than the ones the commit was about.
+"""
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from . import gitops, redact
+from .exitcodes import SecretRefused
+
+EVENTS_FILE = "events.jsonl"
+
+
+def staged_secrets(worktree: Path, rel_paths: Sequence[str],
+                   env: Optional[Mapping[str, str]] = None) -> Dict[str, List[str]]:
+    """Kinds of secret in the lines the index adds to `rel_paths` (relative to `worktree`)."""
+    redactor = redact.Redactor(os.environ if env is None else env)
+    found: Dict[str, List[str]] = {}
+    for rel in rel_paths:
+        diff = gitops.git(["diff", "--cached", "--no-color", "--no-ext-diff", "--text", "-U0",
+                           "--", rel], worktree)
+        added, in_hunk = [], False
+        for line in diff.splitlines():
+            in_hunk = in_hunk or line.startswith("@@")
+            if in_hunk and line.startswith("+"):
+                added.append(line[1:])
+        kinds = redactor.scan("\n".join(added))
+        if kinds:
+            found[rel] = kinds
+    return found
+
+
+def restore(worktree: Path, rel_paths: Sequence[str]) -> None:
+    """Put `rel_paths` back as HEAD has them, in the index and the work tree; a file HEAD does
+    not have is removed."""
+    for rel in rel_paths:
+        if _in_head(worktree, rel):
+            gitops.git(["restore", "--source=HEAD", "--staged", "--worktree", "--", rel], worktree)
+        else:
+            gitops.git(["rm", "-q", "--cached", "--ignore-unmatch", "--", rel], worktree)
+            try:
+                (worktree / rel).unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _in_head(worktree: Path, rel: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=str(worktree),
+                          stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+
+
+def refuse_secrets(session, worktree: Path, rel_paths: Sequence[str]) -> None:
+    """Raise `SecretRefused` (after restoring the files) when the staged change adds a secret."""
+    found = staged_secrets(worktree, rel_paths)
+    if not found:
+        return
+    restore(worktree, list(found))
+    described = "; ".join(f"{path} ({', '.join(kinds)})" for path, kinds in sorted(found.items()))
+    record(session, "journal.refused", files=sorted(found),
+           kinds=sorted({k for kinds in found.values() for k in kinds}))
+    raise SecretRefused(
+        f"ops journal: refused to commit {described} on {session.ops_journal_branch}: it looks like "
+        "a secret (the value is not shown). The file was put back as last committed; write it "
+        "again without the secret, naming it by its variable instead (e.g. $API_TOKEN)")
+
+
+def record(session, event: str, **fields) -> None:
+    """Append one event (kinds and counts only, never values) to the run's local events file.
+    Best effort: the journal must not fail because the run folder is not writable."""
+    heartbeat = getattr(session, "heartbeat_file", "")
+    if not heartbeat:
+        return
+    path = Path(heartbeat).parent / EVENTS_FILE
+    line = json.dumps({"event": event, "at": _now(), "run_id": session.run_id, **fields},
+                      sort_keys=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def read_events(run_dir: Path) -> List[dict]:
+    """The events recorded for a run (unreadable lines skipped)."""
+    events = []
+    try:
+        text = (run_dir / "agent" / EVENTS_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return events
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("event"), str):
+            events.append(item)
+    return events
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

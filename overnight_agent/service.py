@@ -1,0 +1,91 @@
+"""`overnight-agent run` under a service manager, or without one.
+
+Owns: knowing which service manager runs us (systemd, launchd, or none), and what that changes
+for a night: detaching (`--detach`, only without a manager), who announces a failed night
+(see `alerts`), and the exit status under launchd. Must not: run the night itself (`night`
+does) or talk to the manager (`notify` sends systemd's READY/WATCHDOG, `journald` writes the
+journal).
+
+launchd cannot be told which exit statuses not to restart (systemd's units list 75 and 78 in
+`RestartPreventExitStatus=`): with `KeepAlive: {SuccessfulExit: false}` a held lock or a bad
+config would be retried every ThrottleInterval all night. So under launchd `run` prints the
+error as usual (and announces a config error), then exits 0.
+"""
+import os
+import sys
+from typing import Optional
+
+from . import alerts, exitcodes, journald, logs, night, state
+from .exitcodes import OvernightError, UsageError
+
+MANAGER_VAR = "OVERNIGHT_AGENT_SERVICE_MANAGER"   # set by our units and plist
+
+
+def manager(env=None, stderr=None) -> Optional[str]:
+    """"systemd", "launchd", or None (a terminal, cron)."""
+    env = os.environ if env is None else env
+    named = env.get(MANAGER_VAR, "").strip()
+    if named:
+        return named
+    if env.get("NOTIFY_SOCKET") or journald.stream_is_journal(stderr or sys.stderr, env):
+        return "systemd"
+    if env.get("XPC_SERVICE_NAME", "0") not in ("", "0"):  # a launchd job (a Terminal says 0)
+        return "launchd"
+    return None
+
+
+def run_night(request: night.RunRequest, detach: bool = False, env=None) -> int:
+    env = os.environ if env is None else env
+    under = manager(env)
+    if detach:
+        if under:
+            raise UsageError(f"--detach: refused under {under}, which runs `run` in the foreground "
+                             "and tracks it (detaching would break Type=notify and the watchdog); "
+                             "drop --detach")
+        from . import daemonize
+        daemonize.detach(night.load_for(request))
+    try:
+        code = night.run(request)
+    except OvernightError as exc:
+        if exc.exit_code in (exitcodes.CONFIG, exitcodes.UNEXPECTED) and under != "systemd":
+            _announce(request, f"exit {exc.exit_code}: {exc}")
+        if under == "launchd" and exc.exit_code in (exitcodes.LOCKED, exitcodes.CONFIG):
+            print(f"overnight-agent: {exc}", file=sys.stderr)
+            print(f"overnight-agent: exiting 0, not {exc.exit_code}: launchd would retry it all night",
+                  file=sys.stderr)
+            return 0
+        raise
+    except Exception as exc:
+        if under != "systemd":
+            _announce(request, f"unexpected {type(exc).__name__}: {exc}")
+        raise
+    _announce_if_failed(request)
+    return code
+
+
+def _announce(request: night.RunRequest, reason: str) -> None:
+    """Announce a night that ended in an error (when the config names a notify.command)."""
+    log = logs.get()
+    try:
+        loaded = night.load_for(request)
+        session = state.load(loaded.paths.session_state)
+    except OvernightError:
+        return  # the config naming the command cannot be read: the error printed says why
+    if not loaded.config.notify.command:
+        return  # nothing to announce with; the error itself stays the one line the terminal shows
+    if session is not None and session.supervisor_pid != os.getpid():
+        session = None  # an older night's state: not this run's
+    alerts.announce(loaded, session, alerts.Failure(reason=reason, repo=loaded.paths.repo_root), log)
+
+
+def _announce_if_failed(request: night.RunRequest) -> None:
+    """A night this process ran that ended in state `failed` (exit 0, so no unit fails)."""
+    try:
+        loaded = night.load_for(request)
+        session = state.load(loaded.paths.session_state)
+    except OvernightError:
+        return
+    if session is not None and session.state == state.FAILED and session.supervisor_pid == os.getpid():
+        last = session.last_attempt()
+        why = f"the night gave up: last attempt {last.outcome}" if last else "the night gave up"
+        alerts.announce(loaded, session, alerts.Failure(reason=why, repo=loaded.paths.repo_root))

@@ -1,0 +1,320 @@
+"""Secrets kept out: token shapes, credential pairs and environment values are redacted, in text
+and in byte streams split anywhere; everything else passes byte for byte."""
+import json
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from overnight_agent import redact
+from overnight_agent.redact import Redactor, StreamRedactor
+
+# Made-up values with the shapes of real ones (none is a live credential).
+OPENAI = "sk-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAB7cDE0fGH3iJK6l"
+OPENAI_PROJECT = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe_Dc-Ba9Zx8Yw7Vu6Ts5Rq4Po3Nm2Lk1"
+ANTHROPIC = "sk-ant-api03-" + "Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz1Xc3Vb5Nm7Qw9Er1Ty3-Ui5Op7AA"
+GITHUB = "ghp_" + "R4nd0mT0k3nV4lu3F0rT3st1ngPurp0s3s1234"
+GITHUB_OAUTH = "gho_" + "0123456789abcdefABCDEF0123456789abcdef"
+GITHUB_PAT = "github_pat_" + "11AAAAAAA0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789"
+AWS_ID = "AKIA" + "Z7Q2X9W4V6T8R1P3"
+AWS_STS_ID = "ASIA" + "Q9W8E7R6T5Y4U3I2"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ9r8s7t6u"
+SLACK = "xoxb-" + "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
+SLACK_HOOK = "https://hooks.slack.com/services/" + "T0ABCDEFG/B0HIJKLMN/aBcDeFgHiJkLmNoPqRsTuVwX"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+PEM_BODY = "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n" \
+           "7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFc\n" \
+           "zGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE\n"
+PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}-----END RSA PRIVATE KEY-----"
+ENV_VALUE = "q7-Plum-Harbor-19x"
+ENV = {"MY_SERVICE_TOKEN": ENV_VALUE, "GIT_AUTHOR_NAME": "Overnight Agent", "PATH": "/usr/bin:/bin",
+       "SSH_AUTH_SOCK": "/run/user/0/agent.sock", "HOME": "/root", "SHORT_KEY": "abc"}
+
+# (form, the secret that must disappear, the kind named in its place)
+FORMS = [
+    (f"key is {OPENAI} ok", OPENAI, "openai"),
+    (f"OPENAI_API_KEY={OPENAI_PROJECT}", OPENAI_PROJECT, "openai"),
+    (f'{{"anthropic": "{ANTHROPIC}"}}', ANTHROPIC, "anthropic"),
+    (f"git push https://x-access-token:{GITHUB}@github.com/o/r.git", GITHUB, "github"),
+    (f"token {GITHUB_OAUTH}", GITHUB_OAUTH, "github"),
+    (f"'{GITHUB_PAT}'", GITHUB_PAT, "github"),
+    (f"aws_access_key_id = {AWS_ID}", AWS_ID, "aws_access_key_id"),
+    (f"export AWS_ACCESS_KEY_ID={AWS_STS_ID}", AWS_STS_ID, "aws_access_key_id"),
+    (f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET, "aws_secret_access_key"),
+    (f'{{"SecretAccessKey": "{AWS_SECRET}"}}', AWS_SECRET, "aws_secret_access_key"),
+    (f"SLACK_BOT={SLACK}", SLACK, "slack"),
+    (f"curl -X POST {SLACK_HOOK} -d @msg.json", SLACK_HOOK, "slack_webhook"),
+    (f"curl -H 'Authorization: Bearer {JWT}' https://api.example.com", JWT, "authorization"),
+    (f"Bearer {JWT}", JWT, "bearer"),
+    ("db: password=Hunter2-sailboat next", "Hunter2-sailboat", "password"),
+    ('passwd: "correct-horse-7"', "correct-horse-7", "password"),
+    ('{"api_key": "k9x8c7v6b5n4", "user": "me"}', "k9x8c7v6b5n4", "api_key"),
+    ("GET /callback?state=1&token=Zq81lmPaWx&next=/", "Zq81lmPaWx", "token"),
+    ("client_secret='s3cr3t-Orchid-Lane'", "s3cr3t-Orchid-Lane", "secret"),
+    ("https://deploy:Pa55w0rd-Xyz@git.example.com/repo.git", "Pa55w0rd-Xyz", "url_credentials"),
+    (f"the service answered with {ENV_VALUE} today", ENV_VALUE, "env:MY_SERVICE_TOKEN"),
+    (f"config:\n{PEM}\ndone", PEM_BODY.splitlines()[1], "private_key"),
+    (json.dumps({"item": {"text": f"key:\n{PEM}\n"}}), PEM_BODY.splitlines()[0], "private_key"),
+]
+
+
+@pytest.mark.parametrize("form,secret,kind", FORMS, ids=[f"{k}-{i}" for i, (_, _, k) in enumerate(FORMS)])
+def test_every_form_of_a_planted_secret_is_redacted(form, secret, kind):
+    redactor = Redactor(ENV)
+    out = redactor.text(form)
+    assert secret not in out
+    assert f"[REDACTED:{kind}]" in out
+    assert kind in redactor.scan(form)
+    assert redactor.count >= 1 and redactor.counts[kind] >= 1
+    assert redactor.text(out) == out, "redacting twice changes nothing"
+
+
+@pytest.mark.parametrize("form,secret,kind", FORMS, ids=[f"{k}-{i}" for i, (_, _, k) in enumerate(FORMS)])
+def test_a_secret_split_across_stream_chunks_at_every_offset_is_redacted(form, secret, kind):
+    data = ("before\n" + form + "\nafter line\n").encode()
+    expected = Redactor(ENV).bytes(data)
+    assert secret.encode() not in expected
+    for cut in range(1, len(data)):
+        stream = StreamRedactor(Redactor(ENV))
+        out = stream.feed(data[:cut]) + stream.feed(data[cut:]) + stream.flush()
+        assert out == expected, f"split at byte {cut}"
+
+
+def test_a_private_key_fed_a_byte_at_a_time_is_held_until_its_end_line():
+    data = f"log start\n{PEM}\nlog end\n".encode()
+    stream = StreamRedactor(Redactor())
+    pieces = [stream.feed(data[i:i + 1]) for i in range(len(data))]
+    out = b"".join(pieces) + stream.flush()
+    assert out == b"log start\n[REDACTED:private_key]\nlog end\n"
+    held = b"".join(pieces[:data.index(b"-----END")])
+    assert b"MIIE" not in held and held.startswith(b"log start\n")
+
+
+def test_a_cut_off_private_key_is_still_redacted():
+    data = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{PEM_BODY}".encode()
+    stream = StreamRedactor(Redactor())
+    out = stream.feed(data) + stream.flush()
+    assert b"MIIE" not in out and b"[REDACTED:private_key]" in out
+
+
+def test_several_secrets_on_one_line_and_kinds_in_order():
+    line = f"a={OPENAI} b={AWS_ID} c={GITHUB}"
+    assert redact.scan(line) == ["openai", "github", "aws_access_key_id"]
+    out = Redactor().text(line)
+    assert out == "a=[REDACTED:openai] b=[REDACTED:aws_access_key_id] c=[REDACTED:github]"
+
+
+def test_environment_values_only_for_secret_names_and_real_values():
+    redactor = Redactor(ENV)
+    text = "Overnight Agent pushed from /run/user/0/agent.sock with abc in /usr/bin:/bin"
+    assert redactor.text(text) is text
+    assert redact.is_secret_env_name("OPENAI_API_KEY") and redact.is_secret_env_name("PGPASSWORD")
+    assert redact.is_secret_env_name("NPM_AUTH_TOKEN") and redact.is_secret_env_name("AWS_SECRET_ACCESS_KEY")
+    assert not redact.is_secret_env_name("GIT_AUTHOR_NAME") and not redact.is_secret_env_name("KEYBOARD")
+    assert not redact.is_secret_env_name("SSH_AUTH_SOCK") and not redact.is_secret_env_name("GNUPG_KEY_FILE")
+    multi = Redactor({"DEPLOY_KEY": "first-line-secret\nsecond-line-secret"})
+    assert multi.text("x second-line-secret y") == "x [REDACTED:env:DEPLOY_KEY] y"
+    # the module-level scan knows shapes only, never this environment
+    assert redact.scan(f"the value {ENV_VALUE}") == []
+
+
+def test_scan_counts_nothing_and_text_counts_every_redaction():
+    redactor = Redactor()
+    assert redactor.scan(f"{OPENAI} {GITHUB}") == ["openai", "github"] and redactor.count == 0
+    redactor.text(f"{OPENAI} {OPENAI} {GITHUB}")
+    assert redactor.count == 3 and redactor.counts == {"openai": 2, "github": 1}
+    nested = redactor.data({"a": [f"x {GITHUB}", 3, None], "b": (OPENAI,)})
+    assert nested == {"a": ["x [REDACTED:github]", 3, None], "b": ("[REDACTED:openai]",)}
+
+
+ORDINARY_CODE = """\
+import os
+token = get_token()
+max_tokens = 4096
+usage = {"input_tokens": 200, "cached_input_tokens": 0, "output_tokens": 40}
+def login(user: str, password: str) -> bool:
+    password = os.environ["DB_PASSWORD"]
+    headers = {"Authorization": f"Bearer {token}"}
+    api_key: Optional[str] = None
+    secret = None
+    self.token = token
+    connect(host=host, password=db_password, token=token)
+    return check(api_key=api_key, secret_key=settings.SECRET_KEY)
+TOKEN_ENV = "GITHUB_TOKEN"
+api_key = os.environ.get("OPENAI_API_KEY", "")
+parser.add_argument("--token", help="the token: read from $API_TOKEN")
+log.info("token.refreshed", tokens=3)
+# Ask the operator for the password: it is not in the repo.
+# A private key starts with -----BEGIN RSA PRIVATE KEY----- and must never be committed.
+url = f"https://{user}:{password}@{host}/"
+task-list-generation-for-everything and risk-assessment-report-2024-and-more
+ssh://git@github.com:org/repo.git and http://localhost:8080/path
+"""
+
+
+def test_no_false_positive_on_ordinary_code():
+    redactor = Redactor(ENV)
+    assert redactor.text(ORDINARY_CODE) == ORDINARY_CODE
+    assert redact.scan(ORDINARY_CODE) == []
+
+
+def test_no_false_positive_on_git_shas_uuids_and_this_package():
+    rng = random.Random(7)
+    shas = "\n".join("".join(rng.choice("0123456789abcdef") for _ in range(40)) for _ in range(500))
+    uuids = "\n".join(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(500))
+    both = f"commit {shas}\nthread {uuids}\n"
+    assert Redactor(ENV).text(both) == both
+    package = Path(redact.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "redact.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert redact.scan(text) == [], f"{path.name} looks like it holds a secret"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_stream_passthrough_is_byte_exact_for_random_binary(seed):
+    rng = random.Random(seed)
+    data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 60000)))
+    if seed % 3 == 0:
+        data = data.replace(b"\x00", b"\n")           # many lines
+    stream = StreamRedactor(Redactor(ENV), cap=4096 if seed % 2 else redact.STREAM_CAP)
+    out, i = bytearray(), 0
+    while i < len(data):
+        n = rng.randint(1, 9000)
+        out += stream.feed(data[i:i + n])
+        i += n
+    out += stream.flush()
+    assert bytes(out) == data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stream_passthrough_is_byte_exact_for_utf8_text_split_inside_characters(seed):
+    rng = random.Random(seed)
+    alphabet = "abc xyz 012 ÄÖÜ ß é ñ ☃ 漢字 日本語 😀🚀 — ‘’ \t\n"
+    text = "".join(rng.choice(alphabet) for _ in range(20000))
+    data = text.encode("utf-8")
+    stream = StreamRedactor(Redactor(ENV), cap=1000)
+    out, i = bytearray(), 0
+    while i < len(data):
+        n = rng.randint(1, 700)
+        out += stream.feed(data[i:i + n])
+        i += n
+    out += stream.flush()
+    assert bytes(out) == data
+
+
+def test_invalid_utf8_around_a_secret_is_kept_and_the_secret_is_not():
+    data = b"\xff\xfe bin \x80" + GITHUB.encode() + b" \xc3(\n\xed\xa0\x80 tail"
+    stream = StreamRedactor(Redactor())
+    out = stream.feed(data) + stream.flush()
+    assert out == b"\xff\xfe bin \x80[REDACTED:github] \xc3(\n\xed\xa0\x80 tail"
+
+
+def test_an_overlong_line_is_passed_on_redacted_without_waiting_for_its_end():
+    stream = StreamRedactor(Redactor(), cap=1024)
+    head = (f"{GITHUB}, " + "x" * 2000 + ", ").encode()
+    out = stream.feed(head)
+    assert out and GITHUB.encode() not in out and out.startswith(b"[REDACTED:github], ")
+    rest = stream.feed(b"tail\n") + stream.flush()
+    assert (out + rest).replace(b"[REDACTED:github]", GITHUB.encode()) == head + b"tail\n"
+
+
+# --- the ops journal: every line redacted, a commit holding a secret refused ---------------------
+
+@pytest.fixture
+def journal_night(tmp_path):
+    import datetime as dt
+    import helpers
+    import nightbuild
+    repo = helpers.make_repo(tmp_path / "repo")
+    created = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    session = nightbuild.new_night(tmp_path, repo, "20260101_010101", created, current=True,
+                                   state_name="running")
+    return session, tmp_path / "run" / "session.json"
+
+
+def _journal(session_path, *args, stdin=None):
+    import subprocess
+    import sys
+    import helpers
+    env = helpers.supervisor_env("journal", OVERNIGHT_AGENT_SESSION=str(session_path),
+                                 MY_SERVICE_TOKEN=ENV_VALUE)
+    return subprocess.run([sys.executable, "-m", "overnight_agent", "journal", *args], env=env,
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def _events(session):
+    lines = (Path(session.heartbeat_file).parent / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_journal_lines_are_redacted_before_they_are_written_or_committed(journal_night):
+    import helpers
+    session, session_path = journal_night
+    ops = Path(session.ops_journal_worktree)
+    done = _journal(session_path, "summary", f"Rotated nothing; saw {GITHUB} and {ENV_VALUE} in a log.")
+    assert done.returncode == 0, done.stderr
+    asked = _journal(session_path, "question", f"Is password=Hunter2-sailboat still used by {AWS_ID}?")
+    assert asked.returncode == 0, asked.stderr
+    planned = _journal(session_path, "strategy", "-", stdin=f"# Plan\n\nNever paste:\n{PEM}\nDone.\n")
+    assert planned.returncode == 0, planned.stderr
+    for out in (done, asked, planned):
+        for secret in (GITHUB, ENV_VALUE, "Hunter2-sailboat", AWS_ID, "MIIE"):
+            assert secret not in out.stdout + out.stderr
+    history = helpers.git(ops, "log", "-p", "--format=%s", session.ops_journal_branch)
+    files = "".join(p.read_text() for p in ops.rglob("*") if p.is_file() and ".git" not in p.parts)
+    for text in (history, files):
+        for secret in (GITHUB, ENV_VALUE, "Hunter2-sailboat", AWS_ID, "MIIE"):
+            assert secret not in text
+    summary = Path(session.exec_summary_log).read_text()
+    assert "saw [REDACTED:github] and [REDACTED:env:MY_SERVICE_TOKEN] in a log." in summary
+    assert "password=[REDACTED:password] still used by [REDACTED:aws_access_key_id]?" in files
+    assert "[REDACTED:private_key]\nDone." in files
+    redacted = [e for e in _events(session) if e["event"] == "journal.redacted"]
+    assert [(e["what"], e["count"]) for e in redacted] == [("summary", 2), ("question", 2), ("strategy", 1)]
+    assert redacted[0]["kinds"] == ["env:MY_SERVICE_TOKEN", "github"]
+
+
+def test_a_journal_commit_holding_a_secret_is_refused_and_the_file_put_back(journal_night):
+    import helpers
+    session, session_path = journal_night
+    ops = Path(session.ops_journal_worktree)
+    assert _journal(session_path, "summary", "First line, clean.").returncode == 0
+    log = Path(session.exec_summary_log)
+    committed = log.read_text()
+    head = helpers.git(ops, "rev-parse", "HEAD")
+    # Something wrote a secret into the journal file behind the tool's back.
+    with open(log, "a") as handle:
+        handle.write(f"debug: export GITHUB_TOKEN={GITHUB}\n")
+    refused = _journal(session_path, "summary", "Second line, clean too.")
+    assert refused.returncode == 65, refused.stderr
+    message = refused.stderr
+    assert "refused" in message and "executive_summary.log" in message and "github" in message
+    assert GITHUB not in message + refused.stdout
+    assert log.read_text() == committed, "the file is put back as last committed"
+    assert helpers.git(ops, "rev-parse", "HEAD") == head
+    assert helpers.git(ops, "status", "--porcelain") == ""
+    assert [e["files"] for e in _events(session) if e["event"] == "journal.refused"] == \
+        [["docs/meta/logs/ops/executive_summary.log"]]
+    # The next clean write goes through.
+    assert _journal(session_path, "summary", "Third line.").returncode == 0
+    assert helpers.git(ops, "rev-parse", "HEAD") != head
+
+
+def test_a_new_journal_file_holding_a_secret_is_refused_and_removed(journal_night):
+    import helpers
+    from overnight_agent import journal
+    from overnight_agent.exitcodes import SecretRefused
+    session, _ = journal_night
+    ops = Path(session.ops_journal_worktree)
+    head = helpers.git(ops, "rev-parse", "HEAD")
+    leak = Path(session.reports_dir) / "notes.md"
+    leak.parent.mkdir(parents=True, exist_ok=True)
+    leak.write_text(f"aws_secret_access_key = {AWS_SECRET}\n")
+    with pytest.raises(SecretRefused) as caught:
+        journal.commit(session, [leak], "ops: notes")
+    assert caught.value.exit_code == 65 and AWS_SECRET not in str(caught.value)
+    assert not leak.exists() and helpers.git(ops, "status", "--porcelain") == ""
+    assert helpers.git(ops, "rev-parse", "HEAD") == head
