@@ -23,6 +23,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not realcodex"
 
+# Side by side with supervisord and circus (built into bench/.venv) and a stdlib reference;
+# not part of the tests; about 10 minutes; writes bench/results.md. See docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) bench/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .cache
 

@@ -207,7 +207,8 @@ class LivenessConfig:
     sample_interval: float = setting(
         timeparse.parse_duration, "2s", "how often files and CPU are sampled for evidence")
     agent_cpu_floor: float = setting(
-        _fraction, 0.001, "CPU share of the agent CLI itself that counts as work (below: idle timers)")
+        _fraction, 0.02, "CPU share of the agent CLI itself that counts as work (below: idle timers; "
+        "codex idles at about 0.3%)")
     agent_cpu_ceiling: float = setting(
         _fraction, 0.25, "CPU share at which the agent CLI alone counts as spinning, not working (streaming uses under 2%)")
     command_cpu_floor: float = setting(

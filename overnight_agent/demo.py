@@ -27,6 +27,7 @@ SAMPLE_FILES = {
         "import re\n\n\ndef slugify(title):\n"
         "    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')\n"),
     "AGENTS.md": "# Rules for agents\n\nRun `python3 -m unittest` after touching `slugkit/`.\n",
+    ".gitignore": "__pycache__/\n",
 }
 
 

@@ -9,17 +9,25 @@ Evidence, each recorded when it changes:
   forever would otherwise look alive forever);
 - `rollout`: the thread's session file grew (codex appends as items complete);
 - `heartbeat`: the file the agent touches with `overnight-agent heartbeat` got a newer mtime;
-- `agent_cpu`: the agent CLI itself used CPU in a sample window, between a floor (idle timers are
-  not work) and a ceiling (a CLI pinned at a full core with nothing else moving is spinning);
+- `network`: a TCP socket of the agent (or of its commands) received data: a model streaming its
+  answer slowly prints nothing until it is done, but bytes arrive; one that never answers sends
+  none. Read only when a verdict is due (it costs a few milliseconds);
+- `agent_cpu`: the agent CLI itself used CPU, averaged over a few seconds, between a floor (idle
+  timers are not work: codex idles at about 0.3% of a core) and a ceiling (a CLI pinned at a
+  full core with nothing else moving is spinning);
 - `command_cpu`: a command the agent runs (any descendant) used CPU: a quiet test suite or build
   is progress however long it takes; a command asleep is not.
 The session is stalled when nothing moved for `command_silent` while a command runs, or for
 `model_silent` otherwise (the model thinking or streaming prints nothing until it is done).
 """
+import collections
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Deque, Dict, Optional, Tuple
 
-SOURCES = ("stdout", "rollout", "heartbeat", "agent_cpu", "command_cpu")
+SOURCES = ("stdout", "rollout", "heartbeat", "network", "agent_cpu", "command_cpu")
+# The agent CLI's own CPU is judged over at least this many seconds: an idle CLI's timers make
+# blips of a millisecond or so every few seconds, which a short window would take for work.
+AGENT_CPU_WINDOW = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,20 +53,33 @@ class Liveness:
     started: float                               # monotonic start of the attempt
     last: Dict[str, float] = field(default_factory=dict)
     command_running: bool = False
+    agent_total: float = 0.0
+    agent_active: Optional[float] = None     # the last sample in which the agent used any CPU
+    agent_history: Deque[Tuple[float, float]] = field(default_factory=collections.deque)
 
-    def saw(self, source: str, now: float) -> None:
+    def saw(self, source: str, when: float) -> None:
         assert source in SOURCES, source
-        self.last[source] = now
+        self.last[source] = max(when, self.last.get(source, when))
 
     def cpu(self, agent_seconds: float, command_seconds: float, window: float, now: float) -> None:
         """CPU used in the last `window` seconds by the agent CLI and by its commands."""
         if window <= 0:
             return
-        agent_share = agent_seconds / window
-        if self.limits.agent_cpu_floor <= agent_share < self.limits.agent_cpu_ceiling:
-            self.saw("agent_cpu", now)
         if command_seconds / window >= self.limits.command_cpu_floor:
             self.saw("command_cpu", now)
+        if not self.agent_history:
+            self.agent_history.append((now - window, 0.0))
+        self.agent_total += agent_seconds
+        if agent_seconds > 0:
+            self.agent_active = now
+        self.agent_history.append((now, self.agent_total))
+        while len(self.agent_history) > 2 and self.agent_history[1][0] <= now - AGENT_CPU_WINDOW:
+            self.agent_history.popleft()
+        since, total_then = self.agent_history[0]
+        agent_share = (self.agent_total - total_then) / max(now - since, window)
+        if self.limits.agent_cpu_floor <= agent_share < self.limits.agent_cpu_ceiling and self.agent_active:
+            # Dated by when it last used CPU, not by the end of the window that averages it.
+            self.saw("agent_cpu", self.agent_active)
 
     def last_evidence(self) -> float:
         return max([self.started, *self.last.values()])

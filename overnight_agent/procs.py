@@ -10,6 +10,7 @@ a supervisor killed with SIGKILL loses its children's pids. The tag survives set
 re-parenting to init; a process that wipes its whole environment escapes it (documented limit).
 """
 import os
+import re
 import signal
 import subprocess
 import time
@@ -19,6 +20,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import psutil
 
 TAG_VAR = "OVERNIGHT_AGENT_TAG"
+_SS_PID = re.compile(r"pid=(\d+)")
+_SS_LASTRCV = re.compile(r"\blastrcv:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -234,3 +237,33 @@ def thread_cpu_ns(pid: int) -> Dict[int, int]:
 def cpu_delta(previous: Dict, current: Dict) -> float:
     """Seconds of CPU used between two `{key: ns}` samples (new keys count from zero)."""
     return sum(max(0, ns - previous.get(key, 0)) for key, ns in current.items()) / 1e9
+
+
+_SS_TIMEOUT = 3.0
+
+
+def last_data_received(pids) -> Optional[float]:
+    """Seconds since any TCP socket of `pids` last received data (`ss -tinp`: tcp_info's
+    last_data_recv), or None when they hold no socket or `ss` is missing.
+
+    How a model that streams slowly is told from one that never answers: neither prints a line
+    or touches a file until the response is complete, and the CLI's own CPU is much the same."""
+    wanted = {int(p) for p in pids}
+    try:
+        out = subprocess.run(["ss", "-H", "-t", "-i", "-n", "-p", "state", "established"],
+                             capture_output=True, text=True, timeout=_SS_TIMEOUT,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    best: Optional[float] = None
+    owner = False
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            owner = any(int(pid) in wanted for pid in _SS_PID.findall(line))
+            continue
+        if owner:
+            match = _SS_LASTRCV.search(line)
+            if match:
+                ago = int(match.group(1)) / 1000.0
+                best = ago if best is None else min(best, ago)
+    return best

@@ -238,6 +238,8 @@ class Supervisor:
         if now >= live.next_sample or now >= live.liveness.due():
             self._sample(live, now)  # always look once more before calling it a stall
         verdict = live.liveness.verdict(now)
+        if verdict.stalled and self._network_evidence(live, now):
+            verdict = live.liveness.verdict(now)
         if verdict.stalled:
             self.log.warning("attempt.stalled", attempt=live.attempt.number, reason=verdict.reason)
             self._journal(f"attempt {live.attempt.number} stalled and was stopped: {verdict.reason}")
@@ -298,6 +300,16 @@ class Supervisor:
         live.agent_cpu, live.command_cpu, live.sampled_at = agent, commands, now
         liveness.command_running = live.open_commands > 0 or bool(kids)
         live.next_sample = now + self.settings.sample_interval
+
+    def _network_evidence(self, live: Live, now: float) -> bool:
+        """Before calling it a stall: has the agent received data lately? True if that moved
+        the evidence."""
+        ago = procs.last_data_received([live.popen.pid, *procs.descendants(live.popen.pid)])
+        if ago is None:
+            return False
+        before = live.liveness.last_evidence()
+        live.liveness.saw("network", now - ago)
+        return live.liveness.last_evidence() > before
 
     def _attempt_epoch(self, live: Live) -> float:
         return timeparse.parse_iso(live.attempt.started_at).timestamp() - 1.0

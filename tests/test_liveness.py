@@ -21,7 +21,7 @@ from overnight_agent.liveness import Limits, Liveness
 import helpers
 
 LIMITS = Limits(model_silent=600, command_silent=1800, agent_cpu_floor=0.001,
-                agent_cpu_ceiling=0.95, command_cpu_floor=0.005)
+                agent_cpu_ceiling=0.25, command_cpu_floor=0.005)
 
 
 class FakeClock:
@@ -64,13 +64,20 @@ def test_a_running_command_gets_the_longer_limit_and_its_cpu_is_progress():
 def test_agent_cpu_counts_between_idle_noise_and_a_spin():
     clock = FakeClock()
     live = Liveness(LIMITS, started=clock.now)
-    live.cpu(agent_seconds=0.0005, command_seconds=0, window=2.0, now=clock.advance(2))  # idle timer
+    for _ in range(5):  # an idle CLI: a timer's blip of a millisecond now and then
+        live.cpu(agent_seconds=0.0012, command_seconds=0, window=2.0, now=clock.advance(2))
     assert "agent_cpu" not in live.last
     live.cpu(agent_seconds=0.02, command_seconds=0, window=2.0, now=clock.advance(2))    # streaming
     assert live.last["agent_cpu"] == clock.now
-    seen = clock.now
-    live.cpu(agent_seconds=2.0, command_seconds=0, window=2.0, now=clock.advance(2))     # spinning
-    assert live.last["agent_cpu"] == seen
+    streamed = clock.now
+    live.cpu(agent_seconds=0.0, command_seconds=0, window=2.0, now=clock.advance(2))     # then quiet
+    assert live.last["agent_cpu"] == streamed  # dated by when it last worked, not by the window
+    for _ in range(4):  # pinned at a full core with nothing else moving: spinning, not working
+        live.cpu(agent_seconds=2.0, command_seconds=0, window=2.0, now=clock.advance(2))
+    spun_from = live.last["agent_cpu"]
+    for _ in range(10):
+        live.cpu(agent_seconds=2.0, command_seconds=0, window=2.0, now=clock.advance(2))
+    assert live.last["agent_cpu"] == spun_from <= streamed + 4
 
 
 def test_due_moves_with_evidence():
