@@ -11,6 +11,7 @@ Every pattern except the private key block stays within one line, so a stream re
 by line gives the same bytes as the whole text redacted at once; private key blocks are held
 whole by `StreamRedactor` until their END line.
 """
+import json
 import re
 from collections import Counter
 from typing import Callable, Dict, List, Mapping, Optional, Pattern, Tuple
@@ -164,6 +165,23 @@ class Redactor:
         self._apply(s, found)
         return list(found)
 
+    def json_line(self, line: bytes) -> bytes:
+        """One line of a JSON-lines stream (codex's `--json` events). Text a command printed sits
+        there JSON-escaped (`{\\"password\\": \\"...\\"}`), which the text patterns do not see:
+        decode, redact every string, re-encode. Unchanged bytes when nothing is found."""
+        body = line.rstrip(b"\r\n")
+        if not body.startswith(b"{") or b"\\" not in body:
+            return line
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return line
+        before = self.count
+        cleaned = self.data(obj)
+        if self.count == before:
+            return line
+        return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode() + line[len(body):]
+
     def data(self, obj):
         """`obj` (strings in nested dicts, lists and tuples) with every string redacted."""
         if isinstance(obj, str):
@@ -251,11 +269,17 @@ class StreamRedactor:
     `feed(chunk)` returns what may be written now; `flush()` returns the rest at the end.
     """
 
-    def __init__(self, redactor: Redactor, cap: int = STREAM_CAP):
+    def __init__(self, redactor: Redactor, cap: int = STREAM_CAP, json_lines: bool = False):
         self.redactor = redactor
         self.cap = cap
+        self.json_lines = json_lines    # lines are JSON objects: see Redactor.json_line
         self._partial = bytearray()     # after the last newline
         self._block = bytearray()       # whole lines of an unfinished private key block
+
+    def _redact(self, data: bytes) -> bytes:
+        if self.json_lines:
+            data = b"".join(self.redactor.json_line(line) for line in data.splitlines(keepends=True))
+        return self.redactor.bytes(data)
 
     def feed(self, data: bytes) -> bytes:
         self._partial += data
@@ -273,7 +297,7 @@ class StreamRedactor:
         rest = bytes(self._block + self._partial)
         self._block.clear()
         self._partial.clear()
-        return self.redactor.bytes(rest) if rest else b""
+        return self._redact(rest) if rest else b""
 
     def _lines(self, data: bytes) -> bytes:
         """Whole lines: redacted now, except an unfinished key block, which is held."""
@@ -286,19 +310,19 @@ class StreamRedactor:
                 if len(self._block) <= self.cap:
                     return b""
                 data, self._block = bytes(self._block), bytearray()   # too long to be a key
-                return self.redactor.bytes(data)
+                return self._redact(data)
             eol = self._block.find(b"\n", end.end()) + 1 or len(self._block)
-            out += self.redactor.bytes(bytes(self._block[:eol]))
+            out += self._redact(bytes(self._block[:eol]))
             data = bytes(self._block[eol:])
             self._block.clear()
         if data:
             text = data.decode("latin-1")          # byte offsets == character offsets
             begin = _open_block(text)
             if begin is None:
-                out += self.redactor.bytes(data)
+                out += self._redact(data)
             else:
                 start = text.rfind("\n", 0, begin) + 1
-                out += self.redactor.bytes(data[:start])
+                out += self._redact(data[:start])
                 self._block += data[start:]
                 out += self._lines(b"")
         return bytes(out)
@@ -310,13 +334,13 @@ class StreamRedactor:
             data = bytes(self._block + buf)
             self._block.clear()
             buf.clear()
-            return self.redactor.bytes(data)
+            return self._redact(data)
         cut = max(buf.rfind(b","), buf.rfind(b" "), buf.rfind(b"\t")) + 1
         if cut == 0 or len(buf) - cut > self.cap // 2:
             cut = len(buf)
         data = bytes(buf[:cut])
         del buf[:cut]
-        return self.redactor.bytes(data)
+        return self._redact(data)
 
 
 def _open_block(text: str) -> Optional[int]:

@@ -94,7 +94,7 @@ class Supervisor:
         self.wrap_queue_failed = False
         self.guard = guard                # gitsafety.AgentGuard: refs and primary tree checks
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
-        self.redactor = redact.Redactor(env) if settings.redact_output else None
+        self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
         self.log_cap = gc.LogCap(run_dir, settings.max_log_bytes)
         self.guard_before = None
         self.clock = clock
@@ -409,7 +409,8 @@ class Supervisor:
             procs.widen_pipe(fd)
             self.live.buffers[fd] = bytearray()
             if self.redactor is not None:
-                self.live.redactors[fd] = redact.StreamRedactor(self.redactor)
+                json_lines = stream is popen.stdout and self.backend.has_threads  # codex's --json events
+                self.live.redactors[fd] = redact.StreamRedactor(self.redactor, json_lines=json_lines)
             self.live.open_fds.append(fd)
             self.selector.register(fd, selectors.EVENT_READ, "out" if stream is popen.stdout else "err")
         self.phase = RUNNING

@@ -318,3 +318,17 @@ def test_a_new_journal_file_holding_a_secret_is_refused_and_removed(journal_nigh
     assert caught.value.exit_code == 65 and AWS_SECRET not in str(caught.value)
     assert not leak.exists() and helpers.git(ops, "status", "--porcelain") == ""
     assert helpers.git(ops, "rev-parse", "HEAD") == head
+
+
+def test_json_escaped_secrets_in_a_json_lines_stream_are_redacted():
+    # What a command printed reaches codex's --json stdout JSON-escaped inside a string.
+    printed = "\n".join(form for form, _, _ in FORMS)
+    event = json.dumps({"type": "item.completed", "item": {"aggregated_output": printed}}) + "\n"
+    plain = b'{"type":"turn.started"}\n'
+    stream = StreamRedactor(Redactor(ENV), json_lines=True)
+    data = (plain + event.encode()) * 2
+    out = b"".join(stream.feed(data[i:i + 7]) for i in range(0, len(data), 7)) + stream.flush()
+    for _, secret, _ in FORMS:
+        assert secret.encode() not in out, secret
+    lines = out.splitlines(keepends=True)
+    assert lines[0] == plain and json.loads(lines[1])["type"] == "item.completed"
