@@ -18,7 +18,9 @@ SANDBOX_STUBS = (".agents", ".aws", ".codex")
 
 
 class GitError(OvernightError):
-    pass
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr  # git's whole message (the one-line text keeps only its last line)
 
 
 def git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dict[str, str]] = None,
@@ -34,7 +36,8 @@ def git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dic
                           capture_output=True, text=True)
     if check and proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise GitError(f"git {' '.join(args)} (in {cwd}): {message[-1] if message else proc.returncode}")
+        raise GitError(f"git {' '.join(args)} (in {cwd}): {message[-1] if message else proc.returncode}",
+                       stderr=proc.stderr or proc.stdout)
     return proc.stdout.strip()
 
 

@@ -72,7 +72,7 @@ def commit(session: state.Session, paths, message: str) -> Optional[str]:
                        identity=identity)
             return gitops.rev(worktree, "HEAD")
         except gitops.GitError as exc:
-            if "index.lock" not in str(exc) or attempt == LOCK_RETRIES - 1:
+            if "index.lock" not in f"{exc} {exc.stderr}" or attempt == LOCK_RETRIES - 1:
                 raise
             time.sleep(0.05 + 0.01 * attempt)
     return None
