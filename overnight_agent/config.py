@@ -205,10 +205,11 @@ class LivenessConfig:
         timeparse.parse_duration, "30m",
         "stalled when no evidence of life for this long while a command runs")
     sample_interval: float = setting(
-        timeparse.parse_duration, "2s", "how often files and CPU are sampled for evidence")
+        timeparse.parse_duration, "5s", "how often files and CPU are sampled for evidence (a verdict "
+        "always samples first)")
     agent_cpu_floor: float = setting(
-        _fraction, 0.02, "CPU share of the agent CLI itself that counts as work (below: idle timers; "
-        "codex idles at about 0.3%)")
+        _fraction, 0.05, "CPU share of the agent CLI itself that counts as work (below: idle timers and "
+        "start-up; codex idles at about 0.3% and streams at about 0.5%)")
     agent_cpu_ceiling: float = setting(
         _fraction, 0.25, "CPU share at which the agent CLI alone counts as spinning, not working (streaming uses under 2%)")
     command_cpu_floor: float = setting(

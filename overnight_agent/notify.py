@@ -43,6 +43,10 @@ class Notifier:
             self.ready("stopping before the first attempt")
         self.send("STOPPING=1")
 
+    @property
+    def next_ping(self) -> float:
+        return self._next_ping
+
     def tick(self, now: float) -> None:
         """Ping the watchdog when due; call once per main-loop pass with the monotonic time."""
         if self.watchdog_interval is not None and now >= self._next_ping:

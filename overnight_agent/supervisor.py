@@ -29,6 +29,8 @@ from .notify import Notifier
 BACKOFF, RUNNING, STOPPING, DONE = "backoff", "running", "stopping", "done"
 STDERR_TAIL = 8192
 READ_CHUNK = 1 << 20  # matches the widened pipe: one read per wake-up under heavy output
+MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
+GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-attempt git check
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Supervisor:
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
         self.log_cap = gc.LogCap(run_dir, settings.max_log_bytes)
         self.guard_before = None
+        self.guard_pending: Optional[int] = None  # an attempt whose refs are still to be checked
         self.clock = clock
         self.now = now
         self.phase = BACKOFF
@@ -152,13 +155,20 @@ class Supervisor:
         return 0
 
     def _timeout(self, now: float) -> float:
+        """Sleep until the next thing is due, exactly: output and signals wake us anyway, so an
+        idle night costs next to nothing, and no verdict or deadline waits for a tick."""
+        due = [now + MAX_WAIT, now + (self.session.deadline_dt - self.now()).total_seconds()]
+        if self.notifier.watchdog_interval is not None:
+            due.append(self.notifier.next_ping)
         if self.phase == BACKOFF:
-            return max(0.0, min(self.settings.tick, self.next_start - now))
-        if self.phase == RUNNING and self.live is not None:
-            # Wake exactly when a sample or a stall verdict is due, not a tick later.
-            due = min(self.live.next_sample, self.live.liveness.due())
-            return max(0.0, min(self.settings.tick, due - now))
-        return self.settings.tick
+            due.append(self.next_start)
+        elif self.phase == RUNNING and self.live is not None:
+            due += [self.live.next_sample, self.live.liveness.due()]
+            if not self.session.wrap_up_sent and self.queue_notice:
+                due.append(now + (self.session.wrap_up_dt - self.now()).total_seconds())
+        elif self.phase == STOPPING:
+            due += [self.step_due, now + self.settings.tick]  # survivors are polled while stopping
+        return max(0.0, min(due) - now)
 
     def _emergency_stop(self) -> None:
         """The loop itself failed: stop the agent tree before the exception leaves, so nothing
@@ -371,7 +381,7 @@ class Supervisor:
                 session.note("prompt.wrap_up", timeparse.iso(self.now()))
         number = len(session.attempts) + 1
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
-        log_file = open(log_path, "ab")
+        log_file = open(log_path, "ab", buffering=0)  # unbuffered: what we read is on disk at once
         started_at = timeparse.iso(self.now())
         of_thread = f" of {session.thread_id}" if kind == "resume" and session.thread_id else ""
         header = (f"=== overnight-agent attempt {number} ({kind}{of_thread}, prompt {prompt_kind}) "
@@ -416,6 +426,7 @@ class Supervisor:
         self.phase = RUNNING
         faults.point("attempt.after_spawn")
         self._save(state.RUNNING)
+        self._check_guard()  # the last attempt's, if the restart did not wait (the agent is starting)
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
                       thread_id=session.thread_id, pid=popen.pid)
         self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
@@ -447,7 +458,7 @@ class Supervisor:
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
         if removed:
             self.log.info("worktree.stubs_removed", names=list(removed))
-        self._check_guard(attempt.number)
+        self.guard_pending = attempt.number
         self.log.info("attempt.ended", attempt=attempt.number, outcome=outcome.kind,
                       detail=outcome.detail, exit_code=view.returncode, thread_id=view.thread_id)
         if self.phase == STOPPING and self.stop_reason in ("deadline", "signal"):
@@ -468,6 +479,8 @@ class Supervisor:
             attempt.outcome, attempt.detail or "", self.durations, self.starts, now, self.now(),
             self.session.deadline_dt, policy.tokens_used(self.session.attempts), self.settings.budgets)
         self.stop_reason = None
+        if decision.wait >= GUARD_CHECK_SLACK or decision.action == policy.END_NIGHT:
+            self._check_guard()  # in the wait; with no wait, right after the next spawn instead
         if decision.action == policy.END_NIGHT:
             self.log.warning("night.ending", reason=decision.reason)
             self._finish_night(decision.final_state, decision.reason)
@@ -483,10 +496,13 @@ class Supervisor:
         self.log.info("attempt.backoff", seconds=round(decision.wait, 3), reason=decision.reason,
                       next_attempt=attempt.number + 1)
 
-    def _check_guard(self, attempt: int) -> None:
-        """Compare refs outside overnight/* and the primary tree with the night's snapshot;
-        restore what can be, and say so in the log, the state and the journal."""
-        if self.guard is None or self.guard_before is None:
+    def _check_guard(self) -> None:
+        """Compare refs outside overnight/* and the primary tree with the night's snapshot after
+        the attempt in `guard_pending`; restore what can be, and say so in the log, the state and
+        the journal. Costs a few git commands, so it runs while nothing waits for it: in the
+        backoff, or just after a restart without backoff has spawned the next attempt."""
+        attempt, self.guard_pending = self.guard_pending, None
+        if self.guard is None or self.guard_before is None or attempt is None:
             return
         try:
             check = self.guard.after_attempt(self.guard_before, attempt=attempt)
@@ -528,6 +544,7 @@ class Supervisor:
 
     def _finish_night(self, final_state: str, reason: str) -> None:
         session = self.session
+        self._check_guard()
         worktree = Path(session.session_worktree)
         if final_state in (state.FINISHED, state.FAILED):
             try:
@@ -565,6 +582,8 @@ class Supervisor:
                 self._read(self.live, key.fd, key.data)
 
     def _read(self, live: Live, fd: int, which: str) -> bool:
+        if which == "out" and not self.backend.has_threads and fd not in live.redactors:
+            return self._splice(live, fd)
         try:
             chunk = os.read(fd, READ_CHUNK)
         except BlockingIOError:
@@ -577,6 +596,7 @@ class Supervisor:
         self._log_output(live, fd, chunk)
         if which == "out" and not self.backend.has_threads:
             live.liveness.saw("stdout", self.clock())  # a plain command: any output is evidence
+            return True  # and none of it is an event: no lines to parse
         if which == "err":
             live.view.stderr_tail = (live.view.stderr_tail + chunk.decode("utf-8", "replace"))[-STDERR_TAIL:]
             return True
@@ -586,6 +606,32 @@ class Supervisor:
         live.buffers[fd] = bytearray(rest)
         for line in lines:
             self._on_line(live, line.decode("utf-8", "replace"))
+        return True
+
+    def _splice(self, live: Live, fd: int) -> bool:
+        """A plain command's stdout with nothing to redact or parse: moved pipe -> log inside the
+        kernel (splice), at the speed of the command writing the file itself."""
+        room = self.log_cap.max_bytes - self.log_cap.used
+        try:
+            if room > 0 and hasattr(os, "splice"):
+                moved = os.splice(fd, live.log.fileno(), min(READ_CHUNK, room))
+                self.log_cap.used += moved
+            else:
+                moved = len(os.read(fd, READ_CHUNK))  # over the cap: read and drop
+                if moved and self.log_cap.exceeded:
+                    live.log.write(self.log_cap.notice())
+        except BlockingIOError:
+            return True
+        except OSError:
+            # splice refused (an odd filesystem): copy through user space instead
+            chunk = os.read(fd, READ_CHUNK)
+            moved = len(chunk)
+            self._log_output(live, fd, chunk)
+        if not moved:
+            self.selector.unregister(fd)
+            live.open_fds.remove(fd)
+            return False
+        live.liveness.saw("stdout", self.clock())
         return True
 
     def _log_output(self, live: Live, fd: int, chunk: bytes, final: bool = False) -> None:
@@ -598,7 +644,6 @@ class Supervisor:
             live.log.write(chunk[:keep] if keep < len(chunk) else chunk)
         if self.log_cap.exceeded:
             live.log.write(self.log_cap.notice())
-        live.log.flush()
 
     def _flush_partial(self, live: Live, fd: int, which: str) -> None:
         if fd in live.redactors:
