@@ -31,6 +31,9 @@ STDERR_TAIL = 8192
 READ_CHUNK = 1 << 20  # matches the widened pipe: one read per wake-up under heavy output
 MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
 GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-attempt git check
+# In a crash loop with no backoff the check (tens of ms of git) runs at most this often; it
+# compares with the night's snapshot, so nothing between two checks escapes it.
+GUARD_CHECK_EVERY = 5.0
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Supervisor:
         self.log_cap = gc.LogCap(run_dir, settings.max_log_bytes)
         self.guard_before = None
         self.guard_pending: Optional[int] = None  # an attempt whose refs are still to be checked
+        self.guard_checked = -GUARD_CHECK_EVERY
         self.clock = clock
         self.now = now
         self.phase = BACKOFF
@@ -426,7 +430,8 @@ class Supervisor:
         self.phase = RUNNING
         faults.point("attempt.after_spawn")
         self._save(state.RUNNING)
-        self._check_guard()  # the last attempt's, if the restart did not wait (the agent is starting)
+        if self.clock() - self.guard_checked >= GUARD_CHECK_EVERY:
+            self._check_guard()  # the last attempt's, if the restart did not wait (the agent is starting)
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
                       thread_id=session.thread_id, pid=popen.pid)
         self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
@@ -480,7 +485,7 @@ class Supervisor:
             self.session.deadline_dt, policy.tokens_used(self.session.attempts), self.settings.budgets)
         self.stop_reason = None
         if decision.wait >= GUARD_CHECK_SLACK or decision.action == policy.END_NIGHT:
-            self._check_guard()  # in the wait; with no wait, right after the next spawn instead
+            self._check_guard()  # in the wait; with no wait, after a later spawn (see _check_guard)
         if decision.action == policy.END_NIGHT:
             self.log.warning("night.ending", reason=decision.reason)
             self._finish_night(decision.final_state, decision.reason)
@@ -488,11 +493,15 @@ class Supervisor:
         self.next_start = now + decision.wait
         self.pause_reason = decision.reason
         self.phase = BACKOFF
+        quick = decision.wait < GUARD_CHECK_SLACK  # the next start saves it all a moment later
         if "budget" in decision.reason or "usage limit" in decision.reason:
             self.session.note("pause", timeparse.iso(self.now()), reason=decision.reason,
                               seconds=round(decision.wait))
             self._journal(f"paused for {timeparse.format_duration(decision.wait)}: {decision.reason}")
-        self._save(state.BACKOFF)
+        if quick:
+            self.session.state = state.BACKOFF
+        else:
+            self._save(state.BACKOFF)
         self.log.info("attempt.backoff", seconds=round(decision.wait, 3), reason=decision.reason,
                       next_attempt=attempt.number + 1)
 
@@ -504,6 +513,7 @@ class Supervisor:
         attempt, self.guard_pending = self.guard_pending, None
         if self.guard is None or self.guard_before is None or attempt is None:
             return
+        self.guard_checked = self.clock()
         try:
             check = self.guard.after_attempt(self.guard_before, attempt=attempt)
         except Exception as exc:  # a failed check must not end the night; it is reported
