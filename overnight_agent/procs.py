@@ -242,6 +242,22 @@ def cpu_delta(previous: Dict, current: Dict) -> float:
 _SS_TIMEOUT = 3.0
 
 
+def has_sockets(pids) -> bool:
+    """Whether any of `pids` holds a socket (cheap: readlink of its fds)."""
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def last_data_received(pids) -> Optional[float]:
     """Seconds since any TCP socket of `pids` last received data (`ss -tinp`: tcp_info's
     last_data_recv), or None when they hold no socket or `ss` is missing.

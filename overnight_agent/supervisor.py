@@ -30,6 +30,7 @@ BACKOFF, RUNNING, STOPPING, DONE = "backoff", "running", "stopping", "done"
 STDERR_TAIL = 8192
 READ_CHUNK = 1 << 20  # matches the widened pipe: one read per wake-up under heavy output
 MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
+SPLICE_BUDGET = 64 << 20  # bytes moved per wake-up before the loop gets a turn
 GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-attempt git check
 # In a crash loop with no backoff the check (tens of ms of git) runs at most this often; it
 # compares with the night's snapshot, so nothing between two checks escapes it.
@@ -255,11 +256,11 @@ class Supervisor:
         if verdict.stalled and self._network_evidence(live, now):
             verdict = live.liveness.verdict(now)
         if verdict.stalled:
-            self.log.warning("attempt.stalled", attempt=live.attempt.number, reason=verdict.reason)
-            self._journal(f"attempt {live.attempt.number} stalled and was stopped: {verdict.reason}")
             self.session.note("stall", timeparse.iso(self.now()), attempt=live.attempt.number,
                               reason=verdict.reason)
-            self._begin_stop(f"stall: {verdict.reason}")
+            self._begin_stop(f"stall: {verdict.reason}")  # first: the signal goes out at once
+            self.log.warning("attempt.stalled", attempt=live.attempt.number, reason=verdict.reason)
+            self._journal(f"attempt {live.attempt.number} stalled and was stopped: {verdict.reason}")
         elif live.network_since is not None and now - live.network_since >= self.settings.network_down_limit:
             waited = now - live.network_since
             self.log.warning("attempt.network_down", attempt=live.attempt.number, seconds=round(waited))
@@ -318,7 +319,10 @@ class Supervisor:
     def _network_evidence(self, live: Live, now: float) -> bool:
         """Before calling it a stall: has the agent received data lately? True if that moved
         the evidence."""
-        ago = procs.last_data_received([live.popen.pid, *procs.descendants(live.popen.pid)])
+        pids = [live.popen.pid, *procs.descendants(live.popen.pid)]
+        if not procs.has_sockets(pids):
+            return False  # nothing to ask `ss` about
+        ago = procs.last_data_received(pids)
         if ago is None:
             return False
         before = live.liveness.last_evidence()
@@ -549,8 +553,10 @@ class Supervisor:
                            (signal.SIGTERM, self.settings.sigterm_grace),
                            (signal.SIGKILL, self.settings.kill_grace)]
         self.step_due = self.clock()
-        self._save(state.STOPPING)
         self.log.info("stop.begin", reason=reason)
+        self._tick_stopping(self.step_due)  # the first signal now, the state write after it
+        if self.phase == STOPPING:
+            self._save(state.STOPPING)
 
     def _finish_night(self, final_state: str, reason: str) -> None:
         session = self.session
@@ -620,28 +626,33 @@ class Supervisor:
 
     def _splice(self, live: Live, fd: int) -> bool:
         """A plain command's stdout with nothing to redact or parse: moved pipe -> log inside the
-        kernel (splice), at the speed of the command writing the file itself."""
-        room = self.log_cap.max_bytes - self.log_cap.used
-        try:
-            if room > 0 and hasattr(os, "splice"):
-                moved = os.splice(fd, live.log.fileno(), min(READ_CHUNK, room))
-                self.log_cap.used += moved
-            else:
-                moved = len(os.read(fd, READ_CHUNK))  # over the cap: read and drop
-                if moved and self.log_cap.exceeded:
-                    live.log.write(self.log_cap.notice())
-        except BlockingIOError:
-            return True
-        except OSError:
-            # splice refused (an odd filesystem): copy through user space instead
-            chunk = os.read(fd, READ_CHUNK)
-            moved = len(chunk)
-            self._log_output(live, fd, chunk)
-        if not moved:
-            self.selector.unregister(fd)
-            live.open_fds.remove(fd)
-            return False
-        live.liveness.saw("stdout", self.clock())
+        kernel (splice), at the speed of the command writing the file itself. Drains what the
+        pipe holds (up to a budget, so the loop still turns) rather than one chunk per wake."""
+        total = 0
+        while total < SPLICE_BUDGET:
+            room = self.log_cap.max_bytes - self.log_cap.used
+            try:
+                if room > 0 and hasattr(os, "splice"):
+                    moved = os.splice(fd, live.log.fileno(), min(READ_CHUNK, room))
+                    self.log_cap.used += moved
+                else:
+                    moved = len(os.read(fd, READ_CHUNK))  # over the cap: read and drop
+                    if moved and self.log_cap.exceeded:
+                        live.log.write(self.log_cap.notice())
+            except BlockingIOError:
+                break
+            except OSError:
+                # splice refused (an odd filesystem): copy through user space instead
+                chunk = os.read(fd, READ_CHUNK)
+                moved = len(chunk)
+                self._log_output(live, fd, chunk)
+            if not moved:
+                self.selector.unregister(fd)
+                live.open_fds.remove(fd)
+                return False
+            total += moved
+        if total:
+            live.liveness.saw("stdout", self.clock())
         return True
 
     def _log_output(self, live: Live, fd: int, chunk: bytes, final: bool = False) -> None:
