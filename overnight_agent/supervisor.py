@@ -389,7 +389,10 @@ class Supervisor:
                 session.note("prompt.wrap_up", timeparse.iso(self.now()))
         number = len(session.attempts) + 1
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
-        log_file = open(log_path, "ab", buffering=0)  # unbuffered: what we read is on disk at once
+        # Unbuffered (what we read is on disk at once) and not O_APPEND, which splice refuses; we
+        # are its only writer, so writing at its end is the same thing.
+        log_file = open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), "wb", buffering=0)
+        log_file.seek(0, os.SEEK_END)
         started_at = timeparse.iso(self.now())
         of_thread = f" of {session.thread_id}" if kind == "resume" and session.thread_id else ""
         header = (f"=== overnight-agent attempt {number} ({kind}{of_thread}, prompt {prompt_kind}) "
@@ -643,7 +646,10 @@ class Supervisor:
                 break
             except OSError:
                 # splice refused (an odd filesystem): copy through user space instead
-                chunk = os.read(fd, READ_CHUNK)
+                try:
+                    chunk = os.read(fd, READ_CHUNK)
+                except BlockingIOError:
+                    break
                 moved = len(chunk)
                 self._log_output(live, fd, chunk)
             if not moved:
