@@ -51,6 +51,7 @@ class Live:
     buffers: Dict[int, bytearray] = field(default_factory=dict)
     redactors: Dict[int, "redact.StreamRedactor"] = field(default_factory=dict)
     open_fds: List[int] = field(default_factory=list)
+    pidfd: Optional[int] = None      # readable when the agent exits (its pipes may close first)
     open_commands: int = 0           # command items started and not completed
     network_since: Optional[float] = None  # first "waiting for network" notice in a row
     next_sample: float = 0.0
@@ -192,6 +193,9 @@ class Supervisor:
     def _install_signal_handlers(self):
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        # A handler (even one that does nothing) makes SIGCHLD write to the wakeup fd: an agent's
+        # exit wakes the loop where pidfds are missing.
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
         previous["wakeup"] = signal.set_wakeup_fd(self._wake_w)
         return previous
 
@@ -335,6 +339,7 @@ class Supervisor:
     def _tick_stopping(self, now: float) -> None:
         live = self.live
         if live is not None and live.popen.poll() is not None:
+            self._forget_pidfd(live)
             self._drain(live)
         survivors = self._agent_tree()
         child_gone = live is None or live.popen.returncode is not None
@@ -434,6 +439,7 @@ class Supervisor:
                 self.live.redactors[fd] = redact.StreamRedactor(self.redactor, json_lines=json_lines)
             self.live.open_fds.append(fd)
             self.selector.register(fd, selectors.EVENT_READ, "out" if stream is popen.stdout else "err")
+        self.live.pidfd = _watch_exit(popen.pid, self.selector)
         self.phase = RUNNING
         faults.point("attempt.after_spawn")
         self._save(state.RUNNING)
@@ -597,6 +603,8 @@ class Supervisor:
                         pass
                 except BlockingIOError:
                     pass
+            elif key.data == "exit":
+                pass  # the agent exited: the loop's next pass reaps it
             elif self.live is not None:
                 self._read(self.live, key.fd, key.data)
 
@@ -686,12 +694,20 @@ class Supervisor:
         while live.open_fds and self.clock() < end:
             ready = self.selector.select(0.05)
             for key, _ in ready:
-                if key.data != "wake":
+                if key.data in ("out", "err"):
                     self._read(live, key.fd, key.data)
             if not ready:
                 break
 
+    def _forget_pidfd(self, live: Live) -> None:
+        """Once the agent is reaped: its pidfd would stay readable and spin the loop."""
+        if live.pidfd is not None:
+            self.selector.unregister(live.pidfd)
+            os.close(live.pidfd)
+            live.pidfd = None
+
     def _close_pipes(self, live: Live) -> None:
+        self._forget_pidfd(live)
         for fd in list(live.open_fds):
             self._flush_partial(live, fd, "out" if fd == live.popen.stdout.fileno() else "err")
             self.selector.unregister(fd)
@@ -751,3 +767,23 @@ class Supervisor:
             self.session.state = new_state
         state.save(self.state_path, self.session, label or (new_state or ""))
         self.notifier.status(self._status_text())
+
+
+def _ignore(signum, frame) -> None:
+    pass
+
+
+def _watch_exit(pid: int, selector) -> Optional[int]:
+    """A pidfd for `pid`, registered to wake the loop when it exits. An exit is otherwise seen
+    through end-of-file on its pipes, which the kernel closes before the process can be reaped,
+    so the wait that follows could miss it and the loop sleep on. Without pidfds (Linux < 5.3),
+    SIGCHLD wakes the loop instead (see _install_signal_handlers)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    selector.register(fd, selectors.EVENT_READ, "exit")
+    return fd
+

@@ -1,0 +1,117 @@
+"""The simple stdlib reference supervisor the benchmark compares against (about 100 lines).
+
+    python reference.py [--log FILE] [--limit S] [--restart] [--grace S] -- ARGV...
+
+One child in its own session, its stdout (and stderr) the log file itself; the child's exit is a
+pidfd in the poll set, so a restart needs no tick; the heartbeat file
+($OVERNIGHT_AGENT_HEARTBEAT) is looked at only when a verdict is due (its mtime, moved onto the
+monotonic clock, says when the next one is due), so an idle supervisor never wakes; a stop
+sweeps every process carrying this supervisor's tag in its environment (setsid'd grandchildren
+included): SIGTERM and SIGCONT, then SIGKILL after the grace.
+"""
+import argparse
+import os
+import select
+import signal
+import subprocess
+import time
+
+TAG_VAR = "BENCH_REFERENCE_TAG"
+
+
+def tagged(tag: bytes):
+    needle = f"{TAG_VAR}=".encode() + tag
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle + b"\0" in handle.read() + b"\0":
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def sweep(tag: bytes, grace: float) -> None:
+    """SIGTERM (+SIGCONT) every tagged process, SIGKILL what is left after `grace`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = tagged(tag)
+        for pid in pids:
+            for s in (sig, signal.SIGCONT) if sig == signal.SIGTERM else (sig,):
+                try:
+                    os.kill(pid, s)
+                except OSError:
+                    pass
+        end = time.monotonic() + grace
+        while pids and time.monotonic() < end:
+            time.sleep(0.01)
+            pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--log")
+    parser.add_argument("--limit", type=float)
+    parser.add_argument("--restart", action="store_true")
+    parser.add_argument("--grace", type=float, default=1.0)
+    parser.add_argument("argv", nargs="+")
+    args = parser.parse_args()
+    tag = f"{os.getpid()}-{time.time_ns()}".encode()
+    env = dict(os.environ, **{TAG_VAR: tag.decode()})
+    heartbeat = env.get("OVERNIGHT_AGENT_HEARTBEAT")
+    log = open(args.log, "ab") if args.log else None
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+
+    while not stop:
+        child = subprocess.Popen(args.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=log, start_new_session=True)
+        pidfd = os.pidfd_open(child.pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        last = time.monotonic()                                  # evidence: the start
+        while not stop and child.poll() is None:
+            timeout = None
+            if args.limit:
+                if heartbeat:
+                    try:
+                        last = max(last, time.monotonic() - (time.time() - os.stat(heartbeat).st_mtime))
+                    except OSError:
+                        pass
+                due = last + args.limit
+                if time.monotonic() >= due:
+                    sweep(tag, args.grace)                       # hung: stop the whole tree
+                    continue
+                timeout = max(0, int((due - time.monotonic()) * 1000) + 1)
+            poller.poll(timeout)
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        os.close(pidfd)
+        if not args.restart:
+            break
+    sweep(tag, args.grace)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
