@@ -72,7 +72,10 @@ def commit(session: state.Session, paths, message: str) -> Optional[str]:
                        identity=identity)
             return gitops.rev(worktree, "HEAD")
         except gitops.GitError as exc:
-            if "index.lock" not in f"{exc} {exc.stderr}" or attempt == LOCK_RETRIES - 1:
+            said = f"{exc} {exc.stderr}"
+            if "nothing to commit" in said or "no changes added to commit" in said:
+                return None  # a writer racing us committed our line with its own
+            if "index.lock" not in said or attempt == LOCK_RETRIES - 1:
                 raise
             time.sleep(0.05 + 0.01 * attempt)
     return None

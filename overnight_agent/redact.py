@@ -194,11 +194,23 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """`data` redacted; bytes that are no secret (invalid UTF-8 included) come back as they were."""
+        if not self._may_hold_secret(data):
+            return data  # the common case, decided on bytes: no decoding, no regex pass
         text = data.decode("utf-8", "surrogateescape")
         out = self.text(text)
         return data if out is text else out.encode("utf-8", "surrogateescape")
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _may_hold_secret(self, data: bytes) -> bool:
+        """Whether any pattern's anchor, or a secret value of the environment, is in `data`
+        (every anchor is ASCII, so lowering the bytes is enough)."""
+        low = data.lower()
+        if any(anchor in low for anchor in _ALL_ANCHORS):
+            return True
+        if self._env_values:
+            return any(value.encode("utf-8", "surrogateescape") in data for value in self._env_values)
+        return False
 
     def _apply(self, s: str, found: Counter) -> str:
         out, low = s, s.lower()
@@ -351,3 +363,8 @@ def _open_block(text: str) -> Optional[int]:
     if last is None or PEM_END.search(text, last.end()):
         return None
     return last.start()
+
+
+_ALL_ANCHORS = tuple(sorted({a.encode() for *_, anchors in SHAPES for a in anchors}
+                            | {a.encode() for a in PAIR_ANCHORS}))
+
