@@ -1,13 +1,11 @@
-"""Git effects: finding the primary repository, worktrees, checkpoint commits, snapshots.
+"""Git effects: finding the primary repository, worktrees, checkpoint commits.
 
 Owns: every git command the supervisor runs. Must not: change the primary working tree, its
 index or its checked-out branch (only `git worktree add` and ref creation touch the shared
 repository), rewrite the repository's config or hooks, or run anything destructive.
 """
-import hashlib
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -178,32 +176,3 @@ def ensure_ignored(repo: Path, path: Path) -> Optional[str]:
 def _ignored(repo: Path, rel: Path) -> bool:
     return subprocess.run(["git", "check-ignore", "-q", rel.as_posix() + "/"], cwd=str(repo),
                           stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What must never change in the primary tree: HEAD, branch, index, status, refs."""
-
-    head: str
-    branch: Optional[str]
-    index_digest: str
-    status: str
-    refs: str
-
-    def diff(self, other: "Snapshot") -> List[str]:
-        return [name for name in ("head", "branch", "index_digest", "status", "refs")
-                if getattr(self, name) != getattr(other, name)]
-
-
-def snapshot(repo: Path) -> Snapshot:
-    refs = "\n".join(line for line in git(["for-each-ref", "--format=%(refname) %(objectname)"],
-                                          repo).splitlines()
-                     if not line.startswith("refs/heads/overnight/"))
-    index = git(["ls-files", "--stage"], repo)
-    return Snapshot(
-        head=git(["rev-parse", "HEAD"], repo, check=False),
-        branch=current_branch(repo),
-        index_digest=hashlib.sha256(index.encode()).hexdigest(),
-        status=git(["status", "--porcelain=v1", "--untracked-files=all"], repo),
-        refs=refs,
-    )
