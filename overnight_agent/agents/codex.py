@@ -46,6 +46,7 @@ class CodexBackend:
         self.writable_roots = [str(p) for p in writable_roots]
         self.extra_config = list(extra_config)
         self.env_passthrough = list(env_passthrough)
+        self._rollouts: Dict[str, Path] = {}  # thread id -> its rollout file, once found
 
     # --- argv -------------------------------------------------------------------------------
 
@@ -172,8 +173,14 @@ class CodexBackend:
         """The thread's rollout file: codex appends to it as items complete."""
         if not thread_id:
             return []
+        known = self._rollouts.get(thread_id)
+        if known is not None and known.exists():
+            return [known]  # sampled every few seconds: no walk of a store that grows every night
         sessions = self.codex_home / "sessions"
-        return sorted(sessions.rglob(f"rollout-*-{thread_id}.jsonl")) if sessions.is_dir() else []
+        found = sorted(sessions.rglob(f"rollout-*-{thread_id}.jsonl")) if sessions.is_dir() else []
+        if found:
+            self._rollouts[thread_id] = found[0]
+        return found
 
 
 def stopped_outcome(stopped_for: str) -> Outcome:
