@@ -49,6 +49,14 @@ def make_sample_repo(repo: Path) -> None:
     _git(repo, "commit", "-q", "-m", "Initial sample project")
 
 
+def write_fake_codex(path: Path) -> Path:
+    """An executable `codex` at `path` that runs the scripted stand-in with this interpreter."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m overnight_agent.fake_codex \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
 def scenario(tool: str) -> dict:
     """What the scripted agent does on each invocation: real work in the worktree, a crash, a
     clean early exit, and a hang the deadline has to stop."""
@@ -97,10 +105,7 @@ def run(directory: Optional[Path], seconds: float) -> int:
         print(f"overnight-agent demo: {repo} exists; pass an empty --dir", file=sys.stderr)
         return 2
     make_sample_repo(repo)
-    fake = base / "bin" / "codex"
-    fake.parent.mkdir(parents=True, exist_ok=True)
-    fake.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m overnight_agent.fake_codex \"$@\"\n")
-    fake.chmod(0o755)
+    fake = write_fake_codex(base / "bin" / "codex")
     codex_home = base / "run" / "codex_home"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "fake_codex_scenario.yaml").write_text(

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional
 import psutil
 import yaml
 
+from overnight_agent import demo
+
 TEST_MARK = "OA_TEST_MARK"
 
 
@@ -84,11 +86,7 @@ def write_config(path: Path, base: Path, **overrides) -> Path:
 def fake_codex_bin(base: Path) -> Path:
     """A `codex` executable that runs the package's scripted stand-in."""
     path = base / "bin" / "codex"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"#!/bin/sh\nexec {sys.executable} -m overnight_agent.fake_codex \"$@\"\n")
-        path.chmod(0o755)
-    return path
+    return path if path.exists() else demo.write_fake_codex(path)
 
 
 def write_scenario(base: Path, invocations: List[List[dict]]) -> None:
