@@ -13,6 +13,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,6 @@ def _stop_leftovers(prefix: str, log, stop_cfg) -> None:
     if not leftovers:
         return
     pids = [p.pid for p in leftovers]
-    import signal
     survivors = procs.stop_blocking(leftovers, grace=stop_cfg.sigint_grace,
                                     signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
     log.warning("leftovers.stopped", pids=pids, survivors=[p.pid for p in survivors])

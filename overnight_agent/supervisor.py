@@ -228,11 +228,11 @@ class Supervisor:
 
     def _tick_backoff(self, now: float) -> None:
         budget = self.settings.budgets.max_tokens
+        spent = policy.tokens_used(self.session.attempts) if budget else 0
         if self.now() >= self.session.deadline_dt:
             self._finish_night(state.FINISHED, "deadline")
-        elif budget and policy.tokens_used(self.session.attempts) >= budget:
-            self._finish_night(state.FINISHED, f"token budget spent: {policy.tokens_used(self.session.attempts)} "
-                                               f"of {budget}")
+        elif budget and spent >= budget:
+            self._finish_night(state.FINISHED, f"token budget spent: {spent} of {budget}")
         elif now >= self.next_start:
             self._start_attempt()
 
