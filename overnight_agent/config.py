@@ -423,7 +423,8 @@ class RetentionConfig:
 class LogsConfig:
     redact_agent_output: bool = setting(
         _boolean, True, "redact secrets from the agent's stdout/stderr on their way to the run logs "
-        "(false: byte-exact logs, for benchmarks only)")
+        "(false: byte-exact logs, and an `agent: command` writes its stdout into the run log itself, "
+        "at full speed; secrets it prints are then kept)")
 
 
 @dataclass(frozen=True)

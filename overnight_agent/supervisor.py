@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional
 
-from . import faults, gc, gitops, journal, redact, tell, policy, procs, prompt, state, timeparse
+from . import faults, filewatch, gc, gitops, journal, redact, tell, policy, procs, prompt, state, timeparse
 from .agents import base
 from .agents.base import AttemptView, Backend
 from .agents.codex import is_network_wait
@@ -35,6 +35,9 @@ GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-a
 # In a crash loop with no backoff the check (tens of ms of git) runs at most this often; it
 # compares with the night's snapshot, so nothing between two checks escapes it.
 GUARD_CHECK_EVERY = 5.0
+# After a look at a log the command writes itself, the next waits this long: a flood of writes
+# then costs a few hundred wake-ups a second, not one per write (the cap is kept at each look).
+WATCH_PAUSE = 0.01
 
 
 @dataclass
@@ -59,6 +62,12 @@ class Live:
     agent_cpu: Dict = field(default_factory=dict)
     command_cpu: Dict = field(default_factory=dict)
     file_marks: Dict[str, tuple] = field(default_factory=dict)
+    # A plain command with nothing to redact writes its stdout into the log itself (see
+    # _start_attempt); we watch the file for its writes and keep the size cap by cutting it back.
+    watch: Optional[filewatch.FileWatch] = None
+    direct_size: int = 0             # the log's size as last accounted for
+    cut_at: Optional[int] = None     # past the cap: the size the log is held to
+    watch_resume: Optional[float] = None  # the watch is off the selector until then
 
 
 @dataclass
@@ -170,6 +179,8 @@ class Supervisor:
             due.append(self.next_start)
         elif self.phase == RUNNING and self.live is not None:
             due += [self.live.next_sample, self.live.liveness.due()]
+            if self.live.watch_resume is not None:
+                due.append(self.live.watch_resume)
             if not self.session.wrap_up_sent and self.queue_notice:
                 due.append(now + (self.session.wrap_up_dt - self.now()).total_seconds())
         elif self.phase == STOPPING:
@@ -288,6 +299,8 @@ class Supervisor:
     def _sample(self, live: Live, now: float) -> None:
         """Read the evidence that is not pushed to us: files and CPU."""
         liveness = live.liveness
+        if live.watch is not None:
+            self._account_direct(live)  # a write whose wake-up is still queued counts too
         paths = {"heartbeat": [Path(self.session.heartbeat_file)] if self.session.heartbeat_file else [],
                  "rollout": self.backend.progress_files(live.view.thread_id or live.view.expected_thread)}
         for source, files in paths.items():
@@ -394,9 +407,13 @@ class Supervisor:
                 session.note("prompt.wrap_up", timeparse.iso(self.now()))
         number = len(session.attempts) + 1
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
-        # Unbuffered (what we read is on disk at once) and not O_APPEND, which splice refuses; we
-        # are its only writer, so writing at its end is the same thing.
-        log_file = open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), "wb", buffering=0)
+        # A plain command whose output needs no redaction writes the log itself: no copy through
+        # us can be as fast as that, and the kernel's inotify tells us of each write. Otherwise
+        # its output comes through a pipe; the log is then not O_APPEND, which splice refuses
+        # (we are its only writer, so writing at its end is the same thing).
+        direct = not self.backend.has_threads and self.redactor is None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if direct else 0)
+        log_file = open(os.open(log_path, flags, 0o644), "wb", buffering=0)  # unbuffered: on disk at once
         log_file.seek(0, os.SEEK_END)
         started_at = timeparse.iso(self.now())
         of_thread = f" of {session.thread_id}" if kind == "resume" and session.thread_id else ""
@@ -404,10 +421,15 @@ class Supervisor:
                   f"started {started_at} ===\n")
         log_file.write(header.encode())
         log_file.flush()
+        watch = filewatch.open_watch(str(log_path)) if direct else None
+        # The command's own open file (not a copy of ours): our offset stays ours.
+        stdout = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if watch else subprocess.PIPE
         try:
             popen = procs.spawn(argv, cwd=session.session_worktree, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=stdout, stderr=subprocess.PIPE)
         except OSError as exc:
+            if watch is not None:
+                watch.close()
             log_file.write(f"cannot start {argv[0]}: {exc.strerror}\n".encode())
             log_file.close()
             self.log.error("attempt.spawn_failed", argv0=argv[0], error=exc.strerror)
@@ -418,6 +440,9 @@ class Supervisor:
             session.attempts.append(attempt)
             self._after_attempt(attempt, 0.0)
             return
+        finally:
+            if watch is not None:
+                os.close(stdout)
         ref = procs.ref_of(popen)
         self.starts.append(self.clock())
         attempt = state.Attempt(number=number, kind=kind, started_at=started_at, log=str(log_path),
@@ -429,7 +454,12 @@ class Supervisor:
         self.live = Live(attempt=attempt, popen=popen, ref=ref, view=view, log=log_file,
                          started=started, liveness=Liveness(self.settings.limits, started=started),
                          next_sample=started)
+        if watch is not None:
+            self.live.watch, self.live.direct_size = watch, os.fstat(log_file.fileno()).st_size
+            self.selector.register(watch.fileno(), selectors.EVENT_READ, "written")
         for stream in (popen.stdout, popen.stderr):
+            if stream is None:
+                continue  # stdout given the log itself
             fd = stream.fileno()
             os.set_blocking(fd, False)
             procs.widen_pipe(fd)
@@ -596,6 +626,10 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         """Block until output, a signal, or the timeout; handle what arrived."""
+        live = self.live
+        if live is not None and live.watch_resume is not None and self.clock() >= live.watch_resume:
+            live.watch_resume = None
+            self.selector.register(live.watch.fileno(), selectors.EVENT_READ, "written")
         for key, _ in self.selector.select(timeout):
             if key.data == "wake":
                 try:
@@ -605,6 +639,8 @@ class Supervisor:
                     pass
             elif key.data == "exit":
                 pass  # the agent exited: the loop's next pass reaps it
+            elif key.data == "written" and self.live is not None:
+                self._on_written(self.live)
             elif self.live is not None:
                 self._read(self.live, key.fd, key.data)
 
@@ -674,11 +710,46 @@ class Supervisor:
         stream = live.redactors.get(fd)
         if stream is not None:
             chunk = stream.feed(chunk) + (stream.flush() if final else b"")
+        if live.watch is not None:
+            self._account_direct(live)  # what the command wrote itself counts first
         keep = self.log_cap.allow(len(chunk))
         if keep:
             live.log.write(chunk[:keep] if keep < len(chunk) else chunk)
+            live.direct_size += keep
         if self.log_cap.exceeded:
-            live.log.write(self.log_cap.notice())
+            notice = self.log_cap.notice()
+            live.log.write(notice)
+            if live.watch is not None and live.cut_at is None:
+                live.cut_at = os.lseek(live.log.fileno(), 0, os.SEEK_CUR)
+
+    def _on_written(self, live: Live) -> None:
+        live.watch.drain()
+        self._account_direct(live)
+        self.selector.unregister(live.watch.fileno())
+        live.watch_resume = self.clock() + WATCH_PAUSE
+
+    def _account_direct(self, live: Live) -> None:
+        """The command writes the log itself: its writes are evidence and count against the
+        night's cap. Past the cap the file is cut back to it (with the notice after it) each time
+        it grows; the command appends, so it goes on writing at the new end, into nothing kept."""
+        fd = live.log.fileno()
+        size = os.fstat(fd).st_size
+        if size > live.direct_size:
+            live.liveness.saw("stdout", self.clock())
+        if live.cut_at is not None:
+            if size > live.cut_at:
+                os.ftruncate(fd, live.cut_at)
+            live.direct_size = live.cut_at
+            return
+        grown = max(0, size - live.direct_size)
+        keep = self.log_cap.allow(grown)
+        live.direct_size = size
+        if keep < grown or self.log_cap.exceeded:
+            os.ftruncate(fd, size - grown + keep)
+            notice = self.log_cap.notice()
+            live.log.write(notice)  # appended: lands at the end, wherever that is now
+            live.cut_at = os.lseek(fd, 0, os.SEEK_CUR) if notice else size - grown + keep
+            live.direct_size = live.cut_at
 
     def _flush_partial(self, live: Live, fd: int, which: str) -> None:
         if fd in live.redactors:
@@ -709,11 +780,17 @@ class Supervisor:
     def _close_pipes(self, live: Live) -> None:
         self._forget_pidfd(live)
         for fd in list(live.open_fds):
-            self._flush_partial(live, fd, "out" if fd == live.popen.stdout.fileno() else "err")
+            self._flush_partial(live, fd, "err" if fd == live.popen.stderr.fileno() else "out")
             self.selector.unregister(fd)
         live.open_fds.clear()
-        live.popen.stdout.close()
-        live.popen.stderr.close()
+        for stream in (live.popen.stdout, live.popen.stderr):
+            if stream is not None:
+                stream.close()
+        if live.watch is not None:
+            self._account_direct(live)  # the last writes, before the closing line
+            if live.watch_resume is None:
+                self.selector.unregister(live.watch.fileno())
+            live.watch.close()
 
     def _on_line(self, live: Live, line: str) -> None:
         event = self.backend.parse_line(line)

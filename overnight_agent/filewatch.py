@@ -1,0 +1,70 @@
+"""Being woken when a file is written to: Linux inotify, through ctypes.
+
+Owns: one inotify descriptor watching one file for writes, for the main loop's selector.
+Must not: read or change the watched file, or block (the descriptor is non-blocking).
+
+Used where a child writes a file itself (a plain command's stdout given the run log directly):
+the write is evidence of life and may cross the log size cap, and the loop should know at once,
+not at its next sample. Where inotify is missing (not Linux), `open_watch` returns None and the
+caller keeps the pipe instead.
+"""
+import ctypes
+import ctypes.util
+import os
+from typing import Optional
+
+IN_MODIFY = 0x00000002
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+_libc = None
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name, use_errno=True) if name else False
+    return _libc
+
+
+class FileWatch:
+    """An inotify descriptor that becomes readable when the watched file is written to.
+    Unread events of the same kind merge in the kernel, so a flood of writes costs one wake-up
+    per look, not one per write."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> bool:
+        """Read the queued events; True if there were any."""
+        seen = False
+        while True:
+            try:
+                if not os.read(self.fd, 4096):
+                    return seen
+            except BlockingIOError:
+                return seen
+            seen = True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_watch(path: str) -> Optional[FileWatch]:
+    """A FileWatch on `path`'s writes, or None where inotify is not available."""
+    libc = _lib()
+    if not libc or not hasattr(libc, "inotify_init1"):
+        return None
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(path), IN_MODIFY) < 0:
+        os.close(fd)
+        return None
+    return FileWatch(fd)
