@@ -357,7 +357,7 @@ def start_circus(base: Path, mark: str, spec: Spec) -> Handle:
 def start_reference(base: Path, mark: str, spec: Spec) -> Handle:
     argv = [PY, str(BENCH / "reference.py"), "--grace", f"{GRACE:g}"]
     if spec.capture:
-        argv += ["--log", str(base / "agent.log")]
+        argv += ["--log", str(base / "agent.log")] + (["--pipe"] if spec.redact else [])
     if spec.hang_limit:
         argv += ["--limit", f"{spec.hang_limit:g}"]
     if spec.restart:
@@ -539,15 +539,47 @@ class Bench:
         return result
 
     def _flood_baseline(self) -> dict:
+        """The child writing the file itself, timed the way a capture is (from its first write
+        until an observer sees the file hold all its bytes), so the two compare like for like."""
         base = self.scratch("flood-baseline")
         base.mkdir(parents=True)
-        stamp = base / "times.txt"
-        subprocess.run([PY, str(AGENT), "flood", str(FLOOD_BYTES), str(base / "agent.log"), str(stamp)],
-                       env=bench_env(f"{TOKEN}:{base.name}"), check=True, timeout=120)
+        stamp, path = base / "times.txt", base / "agent.log"
+        path.touch()  # there before the child, like a supervisor's log, and watched from the start
+        watcher = Inotify(base)
+        child = subprocess.Popen([PY, str(AGENT), "flood", str(FLOOD_BYTES), str(path), str(stamp)],
+                                 env=bench_env(f"{TOKEN}:{base.name}"))
+        try:
+            complete, end = self._observe(path, FLOOD_BYTES, stamp, watcher)
+            code = child.wait(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
         t0, t1 = map(float, stamp.read_text().split())
-        exact = file_sha256(base / "agent.log") == self.expected_sha
-        (base / "agent.log").unlink()
-        return {"seconds": t1 - t0, "exact": exact}
+        exact = complete and code == 0 and file_sha256(path) == self.expected_sha
+        path.unlink()
+        return {"seconds": end - t0, "child_write_seconds": t1 - t0, "exact": exact}
+
+    def _observe(self, path: Path, want: int, stamp: Path, watcher: "Inotify") -> tuple:
+        """(complete, when): time.time() at which `path` first held `want` bytes, seen through
+        inotify on its folder, or (False, when its size last changed) if it stopped growing short
+        of that after the child was done."""
+        last_size, last_change = -1, time.time()
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                size = path.stat().st_size
+                now = time.time()
+                if size != last_size:
+                    last_size, last_change = size, now
+                if size >= want:
+                    return True, now
+                if stamp.exists() and stamp.read_text().strip() and now - last_change > 2.0:
+                    break  # the child is done and the file stopped growing short of its bytes
+                watcher.wait(0.25)
+        finally:
+            watcher.close()
+        return False, last_change
 
     def _measure_capture(self, handle: Handle, stamp: Path) -> dict:
         """Seconds from the child's first write until the log holds all its bytes (or, if it
@@ -558,37 +590,19 @@ class Bench:
         header = b""
         if handle.tool == "overnight-agent":  # one `=== ... ===` line before the child's bytes
             header = wait_until(lambda: first_line(path), 30) or b""
-        want = len(header) + FLOOD_BYTES
-        watcher = Inotify(path.parent)
-        last_size, last_change, complete = -1, time.time(), None
-        deadline = time.monotonic() + 120
-        try:
-            while time.monotonic() < deadline:
-                size = path.stat().st_size
-                now = time.time()
-                if size != last_size:
-                    last_size, last_change = size, now
-                if size >= want:
-                    complete = now
-                    break
-                if stamp.exists() and stamp.read_text().strip() and now - last_change > 2.0:
-                    break  # the child is done and the log stopped growing short of its bytes
-                watcher.wait(0.25)
-        finally:
-            watcher.close()
+        complete, end = self._observe(path, len(header) + FLOOD_BYTES, stamp, Inotify(path.parent))
         times = wait_until(lambda: stamp.exists() and stamp.read_text().split(), 30)
         if not times:
             return {"seconds": float("nan"), "complete": False, "exact": False,
                     "error": "the child never finished writing"}
         t0, t1 = map(float, times)
-        end = complete if complete is not None else last_change
         time.sleep(0.2)  # let a trailer line land
         data = path.read_bytes()
         body = data[len(header):len(header) + FLOOD_BYTES]
         tail = data[len(header) + FLOOD_BYTES:]
-        exact = (complete is not None and hashlib.sha256(body).hexdigest() == self.expected_sha
+        exact = (complete and hashlib.sha256(body).hexdigest() == self.expected_sha
                  and (tail == b"" or tail.startswith(b"=== attempt")))
-        return {"seconds": end - t0, "child_write_seconds": t1 - t0, "complete": complete is not None,
+        return {"seconds": end - t0, "child_write_seconds": t1 - t0, "complete": complete,
                 "exact": exact, "log_bytes": len(data) - len(header)}
 
 
@@ -809,15 +823,20 @@ def build_table(results: dict, versions: dict, redaction: Optional[tuple]) -> st
             complete = all(x["complete"] for x in r["runs"])
             note = "byte-exact" if exact else ("NOT byte-exact" if complete else "bytes lost")
             return f"{base / s:.2f}x ({FLOOD_BYTES / 1e6 / s:.0f} MB/s, {note})"
-        row(f"log capture, {FLOOD_BYTES // 10**6} MB: throughput vs the child writing the file itself "
+        off = f" ({redaction[0]}.{redaction[1]}: false)" if redaction else ""
+        row(f"log capture, {FLOOD_BYTES // 10**6} MB{off}: throughput vs the child writing the file itself "
             f"({FLOOD_BYTES / 1e6 / base_s:.0f} MB/s here)", ">= 0.95x, byte-exact",
             [cell(flood.get(t), base_s) for t in TOOLS])
         red = flood.get("overnight-agent+redact")
         red_cell = (cell(red, base_of("baseline_redact")) if isinstance(red, dict)
                     else "pending: no config switch redacts the agent's output yet")
         default_on = redaction and config_default(*redaction)
-        row(f"the same with redaction on{' (the default)' if default_on else ''}", ">= 0.95x",
-            [red_cell if t == "overnight-agent" else "no such feature" for t in TOOLS])
+        piped = flood.get("reference+pipe")
+        pipe_cell = cell(piped, base_of("baseline_redact")) + " through a 1 MiB pipe, spliced" if piped else "not measured"
+        row(f"the same, read on its way: with redaction on{' (the default)' if default_on else ''}; "
+            "the reference through a pipe, the least a reader pays", "reported",
+            [red_cell if t == "overnight-agent" else pipe_cell if t == "reference" else "no such feature"
+             for t in TOOLS])
     head = "| measure | target | " + " | ".join(cols) + " |"
     sep = "|" + "---|" * (len(cols) + 2)
     return "\n".join([head, sep, *rows])
@@ -890,9 +909,12 @@ def main() -> int:
             log(f"log capture: the child writing the file itself, then {', '.join(TOOLS)}, in rounds")
             results["flood"] = bench.flood(list(TOOLS), runs=5)
             if redaction is not None and "overnight-agent" in TOOLS and not over_budget():
-                log(f"log capture with redaction ({redaction[0]}.{redaction[1]}: true): overnight-agent")
-                red = bench.flood(["overnight-agent"], runs=3, redact=True)
+                log(f"log capture with redaction ({redaction[0]}.{redaction[1]}: true): overnight-agent; "
+                    "the reference through a pipe")
+                piped = [t for t in ("overnight-agent", "reference") if t in TOOLS]
+                red = bench.flood(piped, runs=3, redact=True)
                 results["flood"]["overnight-agent+redact"] = red["overnight-agent"]
+                results["flood"]["reference+pipe"] = red.get("reference")
                 results["flood"]["baseline_redact"] = red["baseline"]
             else:
                 results["flood"]["overnight-agent+redact"] = "pending"
