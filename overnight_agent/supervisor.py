@@ -476,7 +476,8 @@ class Supervisor:
         if self.clock() - self.guard_checked >= GUARD_CHECK_EVERY:
             self._check_guard()  # the last attempt's, if the restart did not wait (the agent is starting)
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
-                      thread_id=session.thread_id, pid=popen.pid)
+                      thread_id=session.thread_id, pid=popen.pid,
+                      output="written by the agent" if watch else "piped")
         self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
 
     def _end_attempt(self, now: float) -> None:

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List
 
+import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -409,6 +410,14 @@ def test_hang_before_headers_is_not_timed_out_by_codex(ws: Workspace) -> None:
     assert r.types[-1] == "turn.started", r.describe()
 
 
+def _name(proc) -> str:
+    """A process's name, or "" if it ended since it was listed (`touch` lives a millisecond)."""
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
 @pytest.mark.realcodex
 @pytest.mark.timeout(60)
 def test_kill_reaches_commands_in_their_own_session(ws: Workspace) -> None:
@@ -422,7 +431,7 @@ def test_kill_reaches_commands_in_their_own_session(ws: Workspace) -> None:
             deadline = time.monotonic() + 20
             sleepers: list = []
             while time.monotonic() < deadline and len(sleepers) < 2:
-                sleepers = [p for p in rc.processes_with_tag(ws.tag) if p.name() == "sleep"]
+                sleepers = [p for p in rc.processes_with_tag(ws.tag) if _name(p) == "sleep"]
                 time.sleep(0.05)
             assert len(sleepers) == 2, "the command did not start"
             codex_sid = os.getsid(proc.pid)
