@@ -9,12 +9,15 @@ included.
 
 Every pattern except the private key block stays within one line, so a stream redacted line
 by line gives the same bytes as the whole text redacted at once; private key blocks are held
-whole by `StreamRedactor` until their END line.
+whole by `StreamRedactor` until their END line. For speed `Redactor.bytes` hands the patterns
+only the lines holding an anchor (the same fact again), and each pattern is tried only where
+one of its matches can begin (`_apply_fast`); the result is byte for byte that of every pattern
+run over the whole text (`_apply_plain`, the reference).
 """
 import json
 import re
 from collections import Counter
-from typing import Callable, Dict, List, Mapping, Optional, Pattern, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Pattern, Tuple, Union
 
 MARK = "[REDACTED:{}]"
 STREAM_CAP = 64 * 1024          # the longest partial line (or key block) a stream holds back
@@ -49,37 +52,54 @@ _PEM_BEGIN = r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = r"-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
 PEM_BEGIN = re.compile(_PEM_BEGIN)
 PEM_END = re.compile(_PEM_END)
+_PEM_BEGIN_BYTES = re.compile(_PEM_BEGIN.encode())
+_PEM_END_BYTES = re.compile(_PEM_END.encode())
+
+Starts = Tuple[Tuple[Pattern, int], ...]
+
+
+def _starts(*regexes: str, shift: int = 0) -> Starts:
+    """Where a pattern's matches begin: `shift` after each place where one of `regexes` matches
+    the text with its ASCII letters lowered. They must find every match's start (none is looked
+    for elsewhere), in a pass each: a regex with a literal prefix is searched as fast as str.find."""
+    return tuple((re.compile(regex), shift) for regex in regexes)
+
 
 # (kind, pattern, group replaced (0: all), check of that text, lowercase anchors: the pattern is
-# only tried on text containing one of them, which keeps a clean megabyte of log fast).
-Shape = Tuple[str, Pattern, int, Optional[Callable[[str], bool]], Tuple[str, ...]]
+# only tried on text containing one of them, which keeps a clean megabyte of log fast; starts:
+# where in that text a match can begin, the only places `_apply_fast` tries the pattern).
+Shape = Tuple[str, Pattern, int, Optional[Callable[[str], bool]], Tuple[str, ...], Starts]
 
 SHAPES: List[Shape] = [
     # A whole block, or (cut off, e.g. a truncated log) the header and the base64 lines after it.
     ("private_key", re.compile(
         _PEM_BEGIN + r"(?:[A-Za-z0-9+/=\s:,.\-\\]*?" + _PEM_END
-        + r"|(?:(?:\s|\\[nr])*[A-Za-z0-9+/=]{16,})+)"), 0, None, ("private key",)),
-    ("anthropic", re.compile(r"(?<![A-Za-z0-9_-])sk-ant-[A-Za-z0-9_-]{20,}"), 0, None, ("sk-ant-",)),
+        + r"|(?:(?:\s|\\[nr])*[A-Za-z0-9+/=]{16,})+)"), 0, None, ("private key",),
+     _starts("-----begin")),
+    ("anthropic", re.compile(r"(?<![A-Za-z0-9_-])sk-ant-[A-Za-z0-9_-]{20,}"), 0, None, ("sk-ant-",),
+     _starts("sk-ant-")),
     ("openai", re.compile(r"(?<![A-Za-z0-9_-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-     0, _random_looking, ("sk-",)),
+     0, _random_looking, ("sk-",), _starts("sk-")),
     ("github", re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
-     0, None, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+     0, None, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), _starts("gh[pousr]_|github_pat_")),
     ("aws_access_key_id", re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
-     0, None, ("akia", "asia")),
+     0, None, ("akia", "asia"), _starts("akia|asia")),
     ("aws_secret_access_key", re.compile(
         r"(?i:aws_?secret_?access_?key|secretaccesskey)[\"']?[ \t]*[:=][ \t]*[\"']?"
-        r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"), 1, None, ("secret",)),
+        r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"), 1, None, ("secret",),
+     _starts("aws_?secret", "secretaccesskey")),
     ("slack_webhook", re.compile(
         r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"), 0, None,
-     ("hooks.slack.com",)),
-    ("slack", re.compile(r"(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}"), 0, None, ("xox",)),
+     ("hooks.slack.com",), _starts(r"https://hooks\.slack\.com/")),
+    ("slack", re.compile(r"(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9-]{10,}"), 0, None, ("xox",),
+     _starts("xox")),
     ("authorization", re.compile(
         r"(?i:authorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?i:bearer|basic|token|bot)[ \t]+"
-        r"([A-Za-z0-9._~+/-]{6,}=*)"), 1, None, ("authorization",)),
+        r"([A-Za-z0-9._~+/-]{6,}=*)"), 1, None, ("authorization",), _starts("authorization")),
     ("bearer", re.compile(r"(?i:\bbearer)[ \t]+([A-Za-z0-9._~+/-]{20,}=*)"), 1, _random_looking,
-     ("bearer",)),
+     ("bearer",), _starts("bearer")),
     ("url_credentials", re.compile(r"(?<=://)[^/\s:@\"'<>\[\]]+:([^/\s@\"'<>]+)@"), 1,
-     lambda v: not v.isdigit() and not _placeholder(v), ("://",)),
+     lambda v: not v.isdigit() and not _placeholder(v), ("://",), _starts("://", shift=3)),
 ]
 
 # --- credential pairs: keep the key, redact the value ------------------------------------------
@@ -90,13 +110,17 @@ _PAIR_KINDS = (
     ("token", r"token"),
     ("api_key", r"api[_-]?key|apikey|access[_-]?key"),
 )
+_PAIR_SEP = r"[\"']?[ \t]*[:=]"
 # Found by its keyword (one fast pass), then the whole key is read backwards from it.
 PAIR = re.compile(
     r"(?i:(?P<word>" + "|".join(f"(?P<{kind}>{words})" for kind, words in _PAIR_KINDS) + r"))"
-    r"(?P<sep>[\"']?[ \t]*[:=][ \t]*)"
+    r"(?P<sep>" + _PAIR_SEP + r"[ \t]*)"
     r"(?:\"(?P<dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<sq>(?:[^'\\\n]|\\.)*)'"
     r"|(?P<bare>[^\s\"'&,;<>(){}\[\]`]+)(?=[\s\"'&,;<>)}\]`]|$))")
 PAIR_ANCHORS = ("pass", "secret", "token", "key")
+# A pair begins with its keyword and separator (`token = `, not `max_tokens 4096`): one pass a kind,
+# whose words share their first letters.
+PAIR_STARTS = _starts(*(f"(?:{words}){_PAIR_SEP}" for _, words in _PAIR_KINDS))
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _TYPE_NAMES = {"str", "string", "int", "bytes", "bool", "any", "none", "null", "nil", "true", "false",
                "optional", "undefined", "float", "dict", "list", "object", "secretstr", "sensitive"}
@@ -129,6 +153,49 @@ def is_secret_env_name(name: str) -> bool:
             and not ENV_NAME_NOT_SECRET.search(name))
 
 
+# --- which anchors a text holds, in few passes -------------------------------------------------
+
+_ALL_ANCHORS = tuple(sorted({a for *_, anchors, _ in SHAPES for a in anchors} | set(PAIR_ANCHORS)))
+# An anchor holding another (`private key` holds `key`, `sk-ant-` holds `sk-`) gets no pass of its
+# own: it is looked for only when the one it holds is found.
+_HOLDING = {a: {b for b in _ALL_ANCHORS if b != a and b in a} for a in _ALL_ANCHORS}
+_KEPT = frozenset(a for a in _ALL_ANCHORS if not _HOLDING[a])
+_HOLDING = {a: held & _KEPT for a, held in _HOLDING.items() if held}
+
+
+def _anchor_groups() -> List[Tuple[Tuple[str, ...], Pattern, Pattern]]:
+    """The kept anchors grouped by first letter, each group with a str and a bytes pattern
+    matching any of them: a pattern with a literal prefix is searched about as fast as str.find,
+    so a group costs one pass."""
+    groups: Dict[str, List[str]] = {}
+    for anchor in sorted(_KEPT):
+        groups.setdefault(anchor[0], []).append(anchor)
+    return [(tuple(group), re.compile("|".join(map(re.escape, group))),
+             re.compile(b"|".join(re.escape(a.encode()) for a in group))) for group in groups.values()]
+
+
+_ANCHOR_GROUPS = _anchor_groups()
+
+
+def _anchors_in(low: Union[str, bytes]) -> FrozenSet[str]:
+    """Exactly the anchors that `low` (lowered text, or lowered bytes: every anchor is ASCII)
+    holds: a pass per group, read on only while some anchor of the group is not yet found, and
+    a look for an anchor holding another only when that one is found."""
+    as_bytes = not isinstance(low, str)
+    present = set()
+    for group, finder, bytes_finder in _ANCHOR_GROUPS:
+        for m in (bytes_finder if as_bytes else finder).finditer(low):
+            present.add(m.group().decode() if as_bytes else m.group())
+            if len(group) == 1 or present.issuperset(group):
+                break
+    present.update(a for a, held in _HOLDING.items()
+                   if not held.isdisjoint(present) and (a.encode() if as_bytes else a) in low)
+    return frozenset(present)
+
+
+_BYTES_PER_LINE_TO_REDACT = 1024     # more lines than one a KiB: redact the whole chunk, it costs less
+
+
 class Redactor:
     """Replaces secrets in text with `[REDACTED:<kind>]`; counts what it replaced."""
 
@@ -146,6 +213,10 @@ class Redactor:
         self._env_values = values
         self._env = (re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
                      if values else None)
+        self._env_starts = tuple((re.compile(re.escape(v)), 0) for v in values)
+        self._env_bytes = tuple(v.encode("utf-8", "surrogateescape") for v in values)
+        # The marks put in name the variables: `_apply_fast` needs them free of `_FOLDS` too.
+        self._marks_ascii = all(name.isascii() for name in values.values())
 
     @property
     def count(self) -> int:
@@ -154,8 +225,12 @@ class Redactor:
 
     def text(self, s: str) -> str:
         """`s` with every secret replaced; the same object back when nothing matched."""
+        return self._text(s)
+
+    def _text(self, s: str, anchors: Optional[FrozenSet[str]] = None, env: bool = True) -> str:
+        """`text`, told what `bytes` found already (see `_apply`)."""
         found: Counter = Counter()
-        out = self._apply(s, found)
+        out = self._apply(s, found, anchors, env)
         self.counts.update(found)
         return out
 
@@ -194,70 +269,189 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """`data` redacted; bytes that are no secret (invalid UTF-8 included) come back as they were."""
-        if not self._may_hold_secret(data):
-            return data  # the common case, decided on bytes: no decoding, no regex pass
-        text = data.decode("utf-8", "surrogateescape")
-        out = self.text(text)
-        return data if out is text else out.encode("utf-8", "surrogateescape")
+        low = data.lower()   # every anchor is ASCII: lowering the bytes is enough
+        anchors = _anchors_in(low)
+        values = [value for value in self._env_bytes if value in data]
+        if not anchors and not values:
+            return data  # the common case, decided on bytes: no decoding, no pattern tried
+        spans = None
+        # Not line by line: a private key block spans lines, and outside ASCII (`_FOLDS`) a line
+        # with no anchor in its bytes may still match.
+        if "private key" not in anchors and not _folds_to_ascii(data):
+            looks = [(low, a.encode()) for a in anchors & _KEPT] + [(data, v) for v in values]
+            spans = _lines_holding(looks, limit=len(data) // _BYTES_PER_LINE_TO_REDACT)
+        if spans is None:
+            text = data.decode("utf-8", "surrogateescape")
+            out = self._text(text, anchors, env=bool(values))
+            return data if out is text else out.encode("utf-8", "surrogateescape")
+        return self._redact_lines(data, spans, anchors, env=bool(values))
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _may_hold_secret(self, data: bytes) -> bool:
-        """Whether any pattern's anchor, or a secret value of the environment, is in `data`
-        (every anchor is ASCII, so lowering the bytes is enough)."""
-        low = data.lower()
-        if any(anchor in low for anchor in _ALL_ANCHORS):
-            return True
-        if self._env_values:
-            return any(value.encode("utf-8", "surrogateescape") in data for value in self._env_values)
-        return False
+    def _redact_lines(self, data: bytes, spans: List[Tuple[int, int]], anchors: FrozenSet[str],
+                      env: bool) -> bytes:
+        """`data` with only the lines at `spans` redacted, all at once: the patterns see them as
+        they see the whole text (each a line of its own, in the same order, holding every anchor
+        `data` holds), and no other line could change. Redacting never adds or removes a line, so
+        the lines go back where they were."""
+        text = b"\n".join(data[start:end] for start, end in spans).decode("utf-8", "surrogateescape")
+        out = self._text(text, anchors, env)
+        if out is text:
+            return data
+        parts, done = [], 0
+        for (start, end), line in zip(spans, out.encode("utf-8", "surrogateescape").split(b"\n")):
+            parts += (data[done:start], line)
+            done = end
+        parts.append(data[done:])
+        return b"".join(parts)
 
-    def _apply(self, s: str, found: Counter) -> str:
+    def _apply(self, s: str, found: Counter, anchors: Optional[FrozenSet[str]] = None,
+               env: bool = True) -> str:
+        """`s` redacted. `bytes`, having looked already, may tell which anchors `s` holds
+        (`_anchors_in`) and that it holds no environment secret (`env` False)."""
+        if self._marks_ascii and not _folds_to_ascii(s):
+            return self._apply_fast(s, found, anchors, env)
+        return self._apply_plain(s, found)
+
+    def _apply_plain(self, s: str, found: Counter) -> str:
+        """Every pattern whose anchor is in `s` run over all of it: the reference."""
         out, low = s, s.lower()
-        for kind, pattern, group, check, anchors in SHAPES:
+        for kind, pattern, group, check, anchors, _ in SHAPES:
             if any(a in low for a in anchors):
-                out = _sub(pattern, out, group, kind, check, found)
+                out = pattern.sub(_shape_repl(kind, group, check, found), out)
         if self._env is not None:
-            out = self._sub_env(out, found)
+            out = self._env.sub(self._env_repl(found), out)
         if any(a in low for a in PAIR_ANCHORS):
-            out = self._sub_pairs(out, found)
+            out = PAIR.sub(_pair_repl(found), out)
         return s if out == s else out
 
-    def _sub_env(self, s: str, found: Counter) -> str:
+    def _apply_fast(self, s: str, found: Counter, anchors: Optional[FrozenSet[str]], env: bool) -> str:
+        """What `_apply_plain` gives (the same patterns run, in turn, on the same text), each
+        tried only where its starts say a match can begin: a regex without a literal prefix
+        tries every offset, slowly. Exact as long as a case-insensitive match is one of ASCII
+        letters only: no `_FOLDS` in the text, nor in the marks put in."""
+        out, low = s, _lowered(s)
+        anchors = _anchors_in(low) if anchors is None else anchors
+        for kind, pattern, group, check, shape_anchors, starts in SHAPES:
+            if anchors.isdisjoint(shape_anchors):
+                continue
+            changed = _sub_at(pattern, out, _offsets(low, starts), _shape_repl(kind, group, check, found))
+            if changed is not out:
+                out, low = changed, _lowered(changed)   # offsets moved: find the next starts anew
+        if self._env is not None and (env or out is not s):   # a mark put in may hold a value
+            changed = _sub_at(self._env, out, _offsets(out, self._env_starts), self._env_repl(found))
+            if changed is not out:
+                out, low = changed, _lowered(changed)
+        if not anchors.isdisjoint(PAIR_ANCHORS):
+            out = _sub_at(PAIR, out, _offsets(low, PAIR_STARTS), _pair_repl(found))
+        return s if out == s else out
+
+    def _env_repl(self, found: Counter):
         def repl(m):
             kind = "env:" + self._env_values[m.group(0)]
             found[kind] += 1
             return MARK.format(kind)
-        return self._env.sub(repl, s)
-
-    @staticmethod
-    def _sub_pairs(s: str, found: Counter) -> str:
-        def repl(m):
-            quoted = m.group("bare") is None
-            group = "dq" if m.group("dq") is not None else "sq" if m.group("sq") is not None else "bare"
-            value = m.group(group)
-            begin = m.start()
-            while begin and s[begin - 1] in _KEY_CHARS:
-                begin -= 1
-            key, before = s[begin:m.end("word")], (s[begin - 1] if begin else "")
-            if not _pair_value_is_secret(value, key, m.group("word"), m.group("sep"), quoted, before):
-                return m.group(0)
-            kind = next(k for k, _ in _PAIR_KINDS if m.group(k) is not None)
-            found[kind] += 1
-            start, end = m.span(group)
-            return s[m.start():start] + MARK.format(kind) + s[end:m.end()]
-        return PAIR.sub(repl, s)
+        return repl
 
 
-def _sub(pattern: Pattern, s: str, group: int, kind: str, check, found: Counter) -> str:
+def _shape_repl(kind: str, group: int, check, found: Counter):
     def repl(m):
         value = m.group(group)
         if check is not None and not check(value):
             return m.group(0)
         found[kind] += 1
         start, end = m.span(group)
+        s = m.string
         return s[m.start():start] + MARK.format(kind) + s[end:m.end()]
-    return pattern.sub(repl, s)
+    return repl
+
+
+def _pair_repl(found: Counter):
+    def repl(m):
+        s = m.string
+        quoted = m.group("bare") is None
+        group = "dq" if m.group("dq") is not None else "sq" if m.group("sq") is not None else "bare"
+        value = m.group(group)
+        begin = m.start()
+        while begin and s[begin - 1] in _KEY_CHARS:
+            begin -= 1
+        key, before = s[begin:m.end("word")], (s[begin - 1] if begin else "")
+        if not _pair_value_is_secret(value, key, m.group("word"), m.group("sep"), quoted, before):
+            return m.group(0)
+        kind = next(k for k, _ in _PAIR_KINDS if m.group(k) is not None)
+        found[kind] += 1
+        start, end = m.span(group)
+        return s[m.start():start] + MARK.format(kind) + s[end:m.end()]
+    return repl
+
+
+def _lowered(s: str) -> str:
+    """`s` with its ASCII letters lowered, all that finding an anchor or a start needs (no other
+    letter lowers to one but `_FOLDS`), and 2-3 times faster than `s.lower()` outside ASCII."""
+    if s.isascii():
+        return s.lower()
+    return s.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
+def _lines_holding(looks: List[Tuple[bytes, bytes]], limit: int) -> Optional[List[Tuple[int, int]]]:
+    """(start, end) of each line holding a literal, in order, for `looks` of (text, literal)
+    whose texts have the same lines (the bytes and their lowered copy); None if over `limit`."""
+    lines: Dict[int, int] = {}
+    for text, literal in looks:
+        at = text.find(literal)
+        while at >= 0:
+            start = text.rfind(b"\n", 0, at) + 1
+            end = text.find(b"\n", at + len(literal))
+            end = len(text) if end < 0 else end
+            lines[start] = end
+            if len(lines) > limit:
+                return None
+            at = text.find(literal, end)
+    return sorted(lines.items())
+
+
+def _offsets(text: str, starts: Starts) -> List[int]:
+    """The sorted offsets in `text` where `starts` say a match can begin."""
+    offsets = set()
+    for finder, shift in starts:
+        found = finder.search(text)
+        while found is not None:
+            offsets.add(found.start() + shift)
+            found = finder.search(text, found.start() + 1)   # the next may overlap this one
+    return sorted(offsets)
+
+
+def _sub_at(pattern: Pattern, s: str, offsets: List[int], repl) -> str:
+    """`pattern.sub(repl, s)` when no match can begin but at `offsets` (and none is empty);
+    `s` itself if no match is found."""
+    parts, done = [], 0
+    for at in offsets:
+        if at < done:
+            continue
+        m = pattern.match(s, at)
+        if m is not None:
+            parts += (s[done:at], repl(m))
+            done = m.end()
+    if not parts:
+        return s
+    parts.append(s[done:])
+    return "".join(parts)
+
+
+# Characters outside ASCII that lowering or a case-insensitive pattern turns into ASCII letters
+# (dotted I, dotless i, long s, Kelvin sign): a text holding one is redacted by `_apply_plain`, and
+# bytes holding one by whole chunk, as a line without an anchor could then still hold a secret.
+_FOLDS = ("\u0130", "\u0131", "\u017f", "\u212a")
+_FOLDS_UTF8 = tuple(c.encode() for c in _FOLDS)
+
+
+def _folds_to_ascii(text: Union[str, bytes]) -> bool:
+    """Whether `text` (str or UTF-8 bytes) holds one of `_FOLDS`."""
+    if text.isascii():
+        return False
+    if isinstance(text, str):
+        return any(c in text for c in _FOLDS)
+    return any(c[:1] in text and c in text for c in _FOLDS_UTF8)   # a lone byte is found fastest
 
 
 _SHAPES_ONLY = Redactor(None)
@@ -294,16 +488,18 @@ class StreamRedactor:
         return self.redactor.bytes(data)
 
     def feed(self, data: bytes) -> bytes:
-        self._partial += data
-        cut = self._partial.rfind(b"\n") + 1
-        out = bytearray()
-        if cut:
-            lines = bytes(self._partial[:cut])
-            del self._partial[:cut]
-            out += self._lines(lines)
+        data = bytes(data)   # no copy of bytes
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            self._partial += data
+            return self._overlong() if len(self._partial) > self.cap else b""
+        # A chunk is up to a megabyte: copy it once, to join it to the partial line held back.
+        lines = b"".join((self._partial, memoryview(data)[:cut])) if self._partial else data[:cut]
+        self._partial = bytearray(data[cut:])
+        out = self._lines(lines)
         if len(self._partial) > self.cap:
             out += self._overlong()
-        return bytes(out)
+        return out
 
     def flush(self) -> bytes:
         rest = bytes(self._block + self._partial)
@@ -313,31 +509,27 @@ class StreamRedactor:
 
     def _lines(self, data: bytes) -> bytes:
         """Whole lines: redacted now, except an unfinished key block, which is held."""
-        out = bytearray()
         if self._block:
             self._block += data
-            data = b""
-            end = PEM_END.search(self._block.decode("latin-1"))
+            end = _PEM_END_BYTES.search(self._block)
             if end is None:
                 if len(self._block) <= self.cap:
                     return b""
                 data, self._block = bytes(self._block), bytearray()   # too long to be a key
                 return self._redact(data)
             eol = self._block.find(b"\n", end.end()) + 1 or len(self._block)
-            out += self._redact(bytes(self._block[:eol]))
+            done = self._redact(bytes(self._block[:eol]))
             data = bytes(self._block[eol:])
             self._block.clear()
-        if data:
-            text = data.decode("latin-1")          # byte offsets == character offsets
-            begin = _open_block(text)
-            if begin is None:
-                out += self._redact(data)
-            else:
-                start = text.rfind("\n", 0, begin) + 1
-                out += self._redact(data[:start])
-                self._block += data[start:]
-                out += self._lines(b"")
-        return bytes(out)
+            return done + self._lines(data) if data else done
+        if not data:
+            return b""
+        begin = _open_block(data)
+        if begin is None:
+            return self._redact(data)
+        start = data.rfind(b"\n", 0, begin) + 1
+        self._block += data[start:]
+        return self._redact(data[:start]) + self._lines(b"")
 
     def _overlong(self) -> bytes:
         """A line longer than the cap: pass on all of it but the tail after its last separator."""
@@ -355,16 +547,11 @@ class StreamRedactor:
         return self._redact(data)
 
 
-def _open_block(text: str) -> Optional[int]:
-    """Where the last BEGIN of a private key without its END starts in `text`, else None."""
+def _open_block(data: bytes) -> Optional[int]:
+    """Where the last BEGIN of a private key without its END starts in `data`, else None."""
     last = None
-    for m in PEM_BEGIN.finditer(text):
+    for m in _PEM_BEGIN_BYTES.finditer(data):
         last = m
-    if last is None or PEM_END.search(text, last.end()):
+    if last is None or _PEM_END_BYTES.search(data, last.end()):
         return None
     return last.start()
-
-
-_ALL_ANCHORS = tuple(sorted({a.encode() for *_, anchors in SHAPES for a in anchors}
-                            | {a.encode() for a in PAIR_ANCHORS}))
-

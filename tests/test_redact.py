@@ -332,3 +332,119 @@ def test_json_escaped_secrets_in_a_json_lines_stream_are_redacted():
         assert secret.encode() not in out, secret
     lines = out.splitlines(keepends=True)
     assert lines[0] == plain and json.loads(lines[1])["type"] == "item.completed"
+
+
+# --- a stream redacted chunk by chunk gives the bytes and counts of the whole text at once, as
+# every pattern run over all of it does (`_apply_plain`, the reference the fast paths must match) --
+
+_WORDS = ["the", "agent", "ran", "tests", "café", "naïve", "日本語", "✓", "—", "résumé", "ok", "done",
+          "build", "0x1f", "42", "path/to/file.py", "a,b", "x=1", "user@host", "--flag"]
+# Anchors of the patterns (`token`, `key`, `PASSED`, `://`, `sk-`...) with no secret after them.
+_NEAR_MISSES = [
+    "tests/test_auth.py::test_refresh_token PASSED [ 42%]", "WARN cache: key user:42 not found",
+    "GET https://example.com/x 200", "token: str", "api_key = None", "password=password",
+    "the secret is safe", "Bearer short", "Authorization: see docs", "sk-short", "ghp_short",
+    "AKIA123", "xoxb", "hooks.slack.com/nothing", "ssh://git@github.com:org/repo.git",
+    "max_tokens = 4096", "passphrase: <ask the operator>", "keyboard layout", "ASIA pacific",
+]
+_LONG_LINE_SECRETS = [OPENAI, GITHUB, AWS_ID, ENV_VALUE, "password=Hunter2-sailboat",
+                      "https://deploy:Pa55w0rd-Xyz@git.example.com/repo.git", SLACK, ANTHROPIC]
+_MORE_SECRETS = [f"pushing with {GITHUB_PAT} now", f"Authorization: Basic {AWS_SECRET}",
+                 "PGPASSWORD is hunter2hunter2 here", f"x {OPENAI} y {AWS_ID} z {GITHUB}",
+                 f"curl -H \"Authorization: Bearer {JWT}\" {SLACK_HOOK}"]
+# Every way each pattern's match can begin (`_apply_fast` tries a pattern only there).
+_SPELLINGS = [f"AWSSecretAccessKey={AWS_SECRET}", f"awssecret_accesskey: '{AWS_SECRET}'",
+              f"aws_secretaccess_key = {AWS_SECRET}", f"secretaccesskey={AWS_SECRET}",
+              "apikey=Zq81lmPaWx api-key: 'k9x8c7v6' Access-Key=Qw12Er34 accesskey: \"Zx98Cv76\"",
+              "secret-key=abc123def456 SECRET_KEY: 'x1y2z3w4' passphrase: Hunter2-sail",
+              "PASSWD=Hunter2-sailboat Token: Zq81lmPaWx", "https://a:b@c://user:Pw12ab34@host/x",
+              f"{GITHUB_OAUTH.replace('gho_', 'ghs_')} {GITHUB_OAUTH.replace('gho_', 'ghu_')} "
+              f"{GITHUB_OAUTH.replace('gho_', 'ghr_')} {AWS_STS_ID}", f"xoxp-{SLACK[5:]} xoxoxb-{SLACK[5:]}",
+              f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{PEM_BODY}-----END ENCRYPTED PRIVATE KEY-----"]
+_STREAM_ENV = dict(ENV, PGPASSWORD="hunter2hunter2")
+
+
+def _random_line(rng: random.Random, pem_rate: float, clean_rate: float) -> str:
+    roll = rng.random()
+    if roll < pem_rate:
+        return f"{rng.choice(_WORDS)}\n{PEM}\n{rng.choice(_WORDS)}"
+    if roll < 0.02:                                     # longer than the stream's cap, secrets inside
+        return " ".join(rng.choice(_WORDS + _LONG_LINE_SECRETS) for _ in range(rng.randint(1000, 15000)))
+    if roll < clean_rate:
+        return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(0, 20)))
+    if roll < (1 + clean_rate) / 2:
+        return rng.choice(_NEAR_MISSES) + " " + rng.choice(_WORDS)
+    return rng.choice([form for form, _, _ in FORMS] + _MORE_SECRETS + _SPELLINGS)
+
+
+def _random_stream(rng: random.Random, pem_rate: float, clean_rate: float) -> bytes:
+    out = bytearray()
+    for _ in range(rng.randint(1, 600)):
+        line = _random_line(rng, pem_rate, clean_rate).encode()
+        if rng.random() < 0.05:                           # invalid UTF-8 somewhere in the line
+            at = rng.randint(0, len(line))
+            line = line[:at] + bytes(rng.choice([0x80, 0xc3, 0xe2, 0xed, 0xff]) for _ in range(2)) + line[at:]
+        out += line + rng.choice([b"\n", b"\n", b"\n", b"\r\n", b"\n\n"])
+    if rng.random() < 0.3:
+        out += _random_line(rng, pem_rate, clean_rate).encode()   # a last line with no newline
+    return bytes(out)
+
+
+class _PlainRedactor(Redactor):
+    """The reference: every pattern whose anchor is in the text run over all of it (no line or
+    offset picked out first)."""
+    def _apply(self, s, found, anchors=None, env=True):
+        return self._apply_plain(s, found)
+
+
+@pytest.mark.parametrize("text", _SPELLINGS)
+def test_each_spelling_is_redacted_as_by_every_pattern_over_the_whole_text(text):
+    fast, plain = Redactor(_STREAM_ENV), _PlainRedactor(_STREAM_ENV)
+    out = fast.text(text)
+    assert out != text and out == plain.text(text) and fast.counts == plain.counts
+
+
+def test_letters_folding_to_ascii_are_redacted_as_by_every_pattern_over_the_whole_text():
+    # The Kelvin sign lowers to `k` and, like the long s, matches a keyword case-insensitively.
+    text = "token=Zq81lmPaWx\nto\u212aen=Xy72kkPaWq and pa\u017f\u017fword=Hunter2-sailboat\n"
+    fast, plain = Redactor(_STREAM_ENV), _PlainRedactor(_STREAM_ENV)
+    out = fast.text(text)
+    assert out == plain.text(text) and fast.counts == plain.counts and fast.count == 3
+    assert fast.bytes(text.encode()) == out.encode()
+
+
+@pytest.mark.parametrize("line", [form for form, _, _ in FORMS] + _MORE_SECRETS + _SPELLINGS)
+def test_a_secret_among_many_clean_lines_is_redacted_as_by_every_pattern(line):
+    clean = "".join(f"{n} {' '.join(_WORDS)}\n" for n in range(1000)).encode()
+    data = clean + f"{line}\r\n".encode() + clean + f"{line}".encode()
+    fast, plain = Redactor(_STREAM_ENV), _PlainRedactor(_STREAM_ENV)
+    out = fast.bytes(data)
+    assert out != data and out == plain.text(data.decode()).encode() and fast.counts == plain.counts
+
+
+def test_an_environment_value_in_a_mark_put_in_is_redacted_as_by_every_pattern():
+    env = {"ODD_TOKEN": "REDACTED:github"}                 # silly, but a value like any other
+    data = f"push {GITHUB} now\n".encode() * 3 + b"a clean line\n" * 1000
+    fast, plain = Redactor(env), _PlainRedactor(env)
+    expected = plain.text(data.decode())
+    assert fast.bytes(data) == expected.encode() and fast.counts == plain.counts
+    assert fast.counts["env:ODD_TOKEN"] == 3
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_stream_in_random_chunks_gives_the_whole_text_redacted_at_once(seed):
+    rng = random.Random(seed)
+    # Secrets in most lines, or in a few (then `Redactor.bytes` picks those lines out).
+    data = _random_stream(rng, pem_rate=0.02 if seed % 3 == 0 else 0.0, clean_rate=0.97 if seed % 2 else 0.5)
+    whole = _PlainRedactor(_STREAM_ENV)
+    expected = whole.text(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    assert Redactor(_STREAM_ENV).bytes(data) == expected
+    stream = StreamRedactor(Redactor(_STREAM_ENV), cap=4096 if seed % 4 > 1 else redact.STREAM_CAP)
+    out, i = bytearray(), 0
+    while i < len(data):
+        n = int(2 ** rng.uniform(0, 20))                  # 1 byte to 1 MiB, as often small as large
+        out += stream.feed(data[i:i + n])
+        i += n
+    out += stream.flush()
+    assert bytes(out) == expected
+    assert stream.redactor.counts == whole.counts
