@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -116,6 +117,8 @@ def test_the_markdown_is_committed_to_the_ops_journal(demo_night):
     base = demo_night
     session = state.load(base / "run" / "session.json")
     md_path, _ = report.write(base / "run" / "session.json", base / "run" / "runs" / session.run_id)
+    # The night's end committed this report already: a changed one must make a new commit.
+    md_path.write_text(md_path.read_text() + f"\nRead at {time.time_ns()}.\n")
     sha = report.commit_markdown(session)
     ops = Path(session.ops_journal_worktree)
     rel = Path(session.reports_dir).relative_to(ops) / f"{session.run_id}_report.md"
