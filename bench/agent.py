@@ -2,7 +2,8 @@
 
     python agent.py sleep                                   idle: sleep until killed
     python agent.py hang BEAT HOW SECONDS INTERVAL OUT      beat, write "pid last_beat" to OUT, hang
-    python agent.py flood NBYTES DEST TIMES                 write the flood stream to DEST ('-': stdout)
+    python agent.py flood NBYTES DEST TIMES [GO]            write the flood stream to DEST ('-': stdout),
+                                                            once the file GO exists
     python agent.py survive KIND PIDS                       plain | setsid | ignore_term, pids to PIDS
 
 BEAT is `file` (os.utime on $OVERNIGHT_AGENT_HEARTBEAT, in-process) or `udp:PORT` (circus's
@@ -57,9 +58,12 @@ def flood_sha256(nbytes: int) -> str:
     return digest.hexdigest()
 
 
-def flood(nbytes: int, dest: str, times: str) -> None:
-    """Write the stream with writev (no copies), to stdout or to a file we open ourselves."""
+def flood(nbytes: int, dest: str, times: str, go: str = "") -> None:
+    """Write the stream with writev (no copies), to stdout or to a file we open ourselves; with
+    `go`, not before that file exists (the benchmark's observer is ready then)."""
     parts = list(flood_parts(nbytes))  # built before the clock starts: only writes are timed
+    while go and not os.path.exists(go):
+        time.sleep(0.001)
     t0 = time.time()
     fd = 1 if dest == "-" else os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     for header, body in parts:
@@ -127,7 +131,7 @@ def main(argv) -> None:
     elif mode == "hang":
         hang(argv[1], argv[2], float(argv[3]), float(argv[4]), argv[5])
     elif mode == "flood":
-        flood(int(argv[1]), argv[2], argv[3])
+        flood(int(argv[1]), argv[2], argv[3], *argv[4:5])
     elif mode == "survive":
         survive(argv[1], argv[2])
     else:

@@ -527,12 +527,12 @@ class Bench:
                 if tool == "circus" and round_ >= 3:
                     continue  # slow: three runs are enough
                 settle()
-                stamp = self.scratch(f"flood-{tool}.txt")
-                spec = Spec([PY, str(AGENT), "flood", str(FLOOD_BYTES), "-", str(stamp)], capture=True,
-                            redact=redact)
+                stamp, go = self.scratch(f"flood-{tool}.txt"), self.scratch(f"flood-{tool}.go")
+                spec = Spec([PY, str(AGENT), "flood", str(FLOOD_BYTES), "-", str(stamp), str(go)],
+                            capture=True, redact=redact)
                 handle = self.start(tool, "flood-redact" if redact else "flood", spec)
                 try:
-                    result[tool]["runs"].append(self._measure_capture(handle, stamp))
+                    result[tool]["runs"].append(self._measure_capture(handle, stamp, go))
                 finally:
                     handle.close()
                     log_path = handle.log()
@@ -545,10 +545,11 @@ class Bench:
         until an observer sees the file hold all its bytes), so the two compare like for like."""
         base = self.scratch("flood-baseline")
         base.mkdir(parents=True)
-        stamp, path = base / "times.txt", base / "agent.log"
-        watcher = Inotify(base)  # watching before the child starts, like a supervisor's log
-        child = subprocess.Popen([PY, str(AGENT), "flood", str(FLOOD_BYTES), str(path), str(stamp)],
+        stamp, path, go = base / "times.txt", base / "agent.log", base / "go"
+        child = subprocess.Popen([PY, str(AGENT), "flood", str(FLOOD_BYTES), str(path), str(stamp), str(go)],
                                  env=bench_env(f"{TOKEN}:{base.name}"))
+        watcher = Inotify(base)
+        go.touch()  # the child writes once the observer watches
         try:
             complete, end = self._observe(path, FLOOD_BYTES, stamp, watcher)
             code = child.wait(timeout=120)
@@ -585,7 +586,7 @@ class Bench:
             watcher.close()
         return False, last_change
 
-    def _measure_capture(self, handle: Handle, stamp: Path) -> dict:
+    def _measure_capture(self, handle: Handle, stamp: Path, go: Path) -> dict:
         """Seconds from the child's first write until the log holds all its bytes (or, if it
         never does, until its size last changed), and whether those bytes are the child's."""
         path = wait_until(lambda: handle.log() if handle.log() and handle.log().exists() else None, 60)
@@ -594,7 +595,9 @@ class Bench:
         header = b""
         if handle.tool == "overnight-agent":  # one `=== ... ===` line before the child's bytes
             header = wait_until(lambda: first_line(path), 30) or b""
-        complete, end = self._observe(path, len(header) + FLOOD_BYTES, stamp, Inotify(path.parent))
+        watcher = Inotify(path.parent)
+        go.touch()  # the child writes once the observer watches
+        complete, end = self._observe(path, len(header) + FLOOD_BYTES, stamp, watcher)
         times = wait_until(lambda: stamp.exists() and stamp.read_text().split(), 30)
         if not times:
             return {"seconds": float("nan"), "complete": False, "exact": False,
@@ -610,11 +613,26 @@ class Bench:
                 "exact": exact, "log_bytes": len(data) - len(header)}
 
 
-def settle() -> None:
-    """Write back the last run's 200 MB before the next starts: the kernel flushing it in the
-    middle of a 50 ms measurement made runs 3-4 times slower at random."""
+def settle(limit: float = 10.0) -> None:
+    """Before a 50 ms measurement: write back the last run's 200 MB, then wait (up to `limit`)
+    until the machine is quiet, 0.2 s with the CPUs 97% idle. The kernel flushing pages or
+    tidying memory after a slow run made the next one 3-5 times slower at random."""
     os.sync()
-    time.sleep(0.2)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        before = cpu_times()
+        time.sleep(0.2)
+        after = cpu_times()
+        total = after[0] - before[0]
+        if total > 0 and (after[1] - before[1]) / total >= 0.97:
+            return
+
+
+def cpu_times() -> tuple:
+    """(all, idle) jiffies of the machine, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]
 
 
 def over_budget() -> bool:
