@@ -29,15 +29,20 @@ def _lib():
 
 
 class FileWatch:
-    """An inotify descriptor that becomes readable when the watched file is written to.
+    """An inotify descriptor that becomes readable when a watched file is written to.
     Unread events of the same kind merge in the kernel, so a flood of writes costs one wake-up
-    per look, not one per write."""
+    per look, not one per write. Keep one for a process's life: closing an inotify descriptor
+    waits for the kernel's RCU grace period (measured: up to 15 ms), too slow for a restart."""
 
     def __init__(self, fd: int):
         self.fd = fd
 
     def fileno(self) -> int:
         return self.fd
+
+    def add(self, path: str) -> bool:
+        """Watch `path` too (again: no-op); False if the kernel refuses."""
+        return _lib().inotify_add_watch(self.fd, os.fsencode(path), IN_MODIFY) >= 0
 
     def drain(self) -> bool:
         """Read the queued events; True if there were any."""
@@ -56,15 +61,10 @@ class FileWatch:
             self.fd = -1
 
 
-def open_watch(path: str) -> Optional[FileWatch]:
-    """A FileWatch on `path`'s writes, or None where inotify is not available."""
+def open_watch() -> Optional[FileWatch]:
+    """A FileWatch watching nothing yet, or None where inotify is not available."""
     libc = _lib()
     if not libc or not hasattr(libc, "inotify_init1"):
         return None
     fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-    if fd < 0:
-        return None
-    if libc.inotify_add_watch(fd, os.fsencode(path), IN_MODIFY) < 0:
-        os.close(fd)
-        return None
-    return FileWatch(fd)
+    return FileWatch(fd) if fd >= 0 else None

@@ -64,10 +64,9 @@ class Live:
     file_marks: Dict[str, tuple] = field(default_factory=dict)
     # A plain command with nothing to redact writes its stdout into the log itself (see
     # _start_attempt); we watch the file for its writes and keep the size cap by cutting it back.
-    watch: Optional[filewatch.FileWatch] = None
+    direct: bool = False
     direct_size: int = 0             # the log's size as last accounted for
     cut_at: Optional[int] = None     # past the cap: the size the log is held to
-    watch_resume: Optional[float] = None  # the watch is off the selector until then
 
 
 @dataclass
@@ -129,6 +128,8 @@ class Supervisor:
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.watch: Optional[filewatch.FileWatch] = None  # the logs commands write themselves
+        self.watch_resume: Optional[float] = None  # the watch is off the selector until then
         self.durations: List[policy.AttemptSummary] = []
         self.starts: List[float] = []    # monotonic start of each attempt, for the hourly cap
         self.pause_reason = ""
@@ -165,6 +166,8 @@ class Supervisor:
             self._restore_signal_handlers(previous)
             self.notifier.stopping()
             self.selector.close()
+            if self.watch is not None:
+                self.watch.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
         return 0
@@ -179,8 +182,8 @@ class Supervisor:
             due.append(self.next_start)
         elif self.phase == RUNNING and self.live is not None:
             due += [self.live.next_sample, self.live.liveness.due()]
-            if self.live.watch_resume is not None:
-                due.append(self.live.watch_resume)
+            if self.watch_resume is not None:
+                due.append(self.watch_resume)
             if not self.session.wrap_up_sent and self.queue_notice:
                 due.append(now + (self.session.wrap_up_dt - self.now()).total_seconds())
         elif self.phase == STOPPING:
@@ -299,7 +302,7 @@ class Supervisor:
     def _sample(self, live: Live, now: float) -> None:
         """Read the evidence that is not pushed to us: files and CPU."""
         liveness = live.liveness
-        if live.watch is not None:
+        if live.direct:
             self._account_direct(live)  # a write whose wake-up is still queued counts too
         paths = {"heartbeat": [Path(self.session.heartbeat_file)] if self.session.heartbeat_file else [],
                  "rollout": self.backend.progress_files(live.view.thread_id or live.view.expected_thread)}
@@ -421,15 +424,13 @@ class Supervisor:
                   f"started {started_at} ===\n")
         log_file.write(header.encode())
         log_file.flush()
-        watch = filewatch.open_watch(str(log_path)) if direct else None
+        direct = direct and self._watch_log(log_path)
         # The command's own open file (not a copy of ours): our offset stays ours.
-        stdout = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if watch else subprocess.PIPE
+        stdout = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if direct else subprocess.PIPE
         try:
             popen = procs.spawn(argv, cwd=session.session_worktree, env=self.env,
                                 stdout=stdout, stderr=subprocess.PIPE)
         except OSError as exc:
-            if watch is not None:
-                watch.close()
             log_file.write(f"cannot start {argv[0]}: {exc.strerror}\n".encode())
             log_file.close()
             self.log.error("attempt.spawn_failed", argv0=argv[0], error=exc.strerror)
@@ -441,7 +442,7 @@ class Supervisor:
             self._after_attempt(attempt, 0.0)
             return
         finally:
-            if watch is not None:
+            if direct:
                 os.close(stdout)
         ref = procs.ref_of(popen)
         self.starts.append(self.clock())
@@ -454,9 +455,8 @@ class Supervisor:
         self.live = Live(attempt=attempt, popen=popen, ref=ref, view=view, log=log_file,
                          started=started, liveness=Liveness(self.settings.limits, started=started),
                          next_sample=started)
-        if watch is not None:
-            self.live.watch, self.live.direct_size = watch, os.fstat(log_file.fileno()).st_size
-            self.selector.register(watch.fileno(), selectors.EVENT_READ, "written")
+        if direct:
+            self.live.direct, self.live.direct_size = True, os.fstat(log_file.fileno()).st_size
         for stream in (popen.stdout, popen.stderr):
             if stream is None:
                 continue  # stdout given the log itself
@@ -477,7 +477,7 @@ class Supervisor:
             self._check_guard()  # the last attempt's, if the restart did not wait (the agent is starting)
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
                       thread_id=session.thread_id, pid=popen.pid,
-                      output="written by the agent" if watch else "piped")
+                      output="written by the agent" if direct else "piped")
         self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
 
     def _end_attempt(self, now: float) -> None:
@@ -627,10 +627,9 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         """Block until output, a signal, or the timeout; handle what arrived."""
-        live = self.live
-        if live is not None and live.watch_resume is not None and self.clock() >= live.watch_resume:
-            live.watch_resume = None
-            self.selector.register(live.watch.fileno(), selectors.EVENT_READ, "written")
+        if self.watch_resume is not None and self.clock() >= self.watch_resume:
+            self.watch_resume = None
+            self.selector.register(self.watch.fileno(), selectors.EVENT_READ, "written")
         for key, _ in self.selector.select(timeout):
             if key.data == "wake":
                 try:
@@ -640,8 +639,8 @@ class Supervisor:
                     pass
             elif key.data == "exit":
                 pass  # the agent exited: the loop's next pass reaps it
-            elif key.data == "written" and self.live is not None:
-                self._on_written(self.live)
+            elif key.data == "written":
+                self._on_written()
             elif self.live is not None:
                 self._read(self.live, key.fd, key.data)
 
@@ -711,7 +710,7 @@ class Supervisor:
         stream = live.redactors.get(fd)
         if stream is not None:
             chunk = stream.feed(chunk) + (stream.flush() if final else b"")
-        if live.watch is not None:
+        if live.direct:
             self._account_direct(live)  # what the command wrote itself counts first
         keep = self.log_cap.allow(len(chunk))
         if keep:
@@ -720,14 +719,27 @@ class Supervisor:
         if self.log_cap.exceeded:
             notice = self.log_cap.notice()
             live.log.write(notice)
-            if live.watch is not None and live.cut_at is None:
+            if live.direct and live.cut_at is None:
                 live.cut_at = os.lseek(live.log.fileno(), 0, os.SEEK_CUR)
 
-    def _on_written(self, live: Live) -> None:
-        live.watch.drain()
-        self._account_direct(live)
-        self.selector.unregister(live.watch.fileno())
-        live.watch_resume = self.clock() + WATCH_PAUSE
+    def _watch_log(self, path: Path) -> bool:
+        """Have the loop woken by writes to `path`; False where that cannot be (no inotify).
+        One watch for the supervisor's life (closing one is slow), registered once."""
+        if self.watch is None:
+            self.watch = filewatch.open_watch()
+            if self.watch is None:
+                return False
+            self.selector.register(self.watch.fileno(), selectors.EVENT_READ, "written")
+        return self.watch.add(str(path))
+
+    def _on_written(self) -> None:
+        """A watched log was written to (by the command, or by us): account for it, then look
+        away for WATCH_PAUSE."""
+        self.watch.drain()
+        if self.live is not None and self.live.direct:
+            self._account_direct(self.live)
+        self.selector.unregister(self.watch.fileno())
+        self.watch_resume = self.clock() + WATCH_PAUSE
 
     def _account_direct(self, live: Live) -> None:
         """The command writes the log itself: its writes are evidence and count against the
@@ -787,11 +799,8 @@ class Supervisor:
         for stream in (live.popen.stdout, live.popen.stderr):
             if stream is not None:
                 stream.close()
-        if live.watch is not None:
+        if live.direct:
             self._account_direct(live)  # the last writes, before the closing line
-            if live.watch_resume is None:
-                self.selector.unregister(live.watch.fileno())
-            live.watch.close()
 
     def _on_line(self, live: Live, line: str) -> None:
         event = self.backend.parse_line(line)

@@ -141,9 +141,10 @@ def test_a_file_watch_wakes_on_writes_and_merges_them(tmp_path):
     from overnight_agent import filewatch
     path = tmp_path / "log"
     path.write_bytes(b"")
-    watch = filewatch.open_watch(str(path))
+    watch = filewatch.open_watch()
     assert watch is not None  # Linux: inotify is there
     try:
+        assert watch.add(str(path)) and not watch.add(str(tmp_path / "missing"))
         assert select.select([watch], [], [], 0)[0] == [] and not watch.drain()
         with open(path, "ab", buffering=0) as handle:
             for _ in range(1000):
