@@ -9,7 +9,6 @@ not at its next sample. Where inotify is missing (not Linux), `open_watch` retur
 caller keeps the pipe instead.
 """
 import ctypes
-import ctypes.util
 import os
 from typing import Optional
 
@@ -21,10 +20,13 @@ _libc = None
 
 
 def _lib():
+    """The C library this process already has loaded (no `ldconfig` run to find it)."""
     global _libc
     if _libc is None:
-        name = ctypes.util.find_library("c")
-        _libc = ctypes.CDLL(name, use_errno=True) if name else False
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
     return _libc
 
 

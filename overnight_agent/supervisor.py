@@ -30,7 +30,6 @@ BACKOFF, RUNNING, STOPPING, DONE = "backoff", "running", "stopping", "done"
 STDERR_TAIL = 8192
 READ_CHUNK = 1 << 20  # matches the widened pipe: one read per wake-up under heavy output
 MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
-SPLICE_BUDGET = 64 << 20  # bytes moved per wake-up before the loop gets a turn
 GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-attempt git check
 # In a crash loop with no backoff the check (tens of ms of git) runs at most this often; it
 # compares with the night's snapshot, so nothing between two checks escapes it.
@@ -412,12 +411,10 @@ class Supervisor:
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
         # A plain command whose output needs no redaction writes the log itself: no copy through
         # us can be as fast as that, and the kernel's inotify tells us of each write. Otherwise
-        # its output comes through a pipe; the log is then not O_APPEND, which splice refuses
-        # (we are its only writer, so writing at its end is the same thing).
+        # (codex, redaction, no inotify) its output comes through a pipe and we write it.
         direct = not self.backend.has_threads and self.redactor is None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if direct else 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND
         log_file = open(os.open(log_path, flags, 0o644), "wb", buffering=0)  # unbuffered: on disk at once
-        log_file.seek(0, os.SEEK_END)
         started_at = timeparse.iso(self.now())
         of_thread = f" of {session.thread_id}" if kind == "resume" and session.thread_id else ""
         header = (f"=== overnight-agent attempt {number} ({kind}{of_thread}, prompt {prompt_kind}) "
@@ -645,8 +642,6 @@ class Supervisor:
                 self._read(self.live, key.fd, key.data)
 
     def _read(self, live: Live, fd: int, which: str) -> bool:
-        if which == "out" and not self.backend.has_threads and fd not in live.redactors:
-            return self._splice(live, fd)
         try:
             chunk = os.read(fd, READ_CHUNK)
         except BlockingIOError:
@@ -669,40 +664,6 @@ class Supervisor:
         live.buffers[fd] = bytearray(rest)
         for line in lines:
             self._on_line(live, line.decode("utf-8", "replace"))
-        return True
-
-    def _splice(self, live: Live, fd: int) -> bool:
-        """A plain command's stdout with nothing to redact or parse: moved pipe -> log inside the
-        kernel (splice), at the speed of the command writing the file itself. Drains what the
-        pipe holds (up to a budget, so the loop still turns) rather than one chunk per wake."""
-        total = 0
-        while total < SPLICE_BUDGET:
-            room = self.log_cap.max_bytes - self.log_cap.used
-            try:
-                if room > 0 and hasattr(os, "splice"):
-                    moved = os.splice(fd, live.log.fileno(), min(READ_CHUNK, room))
-                    self.log_cap.used += moved
-                else:
-                    moved = len(os.read(fd, READ_CHUNK))  # over the cap: read and drop
-                    if moved and self.log_cap.exceeded:
-                        live.log.write(self.log_cap.notice())
-            except BlockingIOError:
-                break
-            except OSError:
-                # splice refused (an odd filesystem): copy through user space instead
-                try:
-                    chunk = os.read(fd, READ_CHUNK)
-                except BlockingIOError:
-                    break
-                moved = len(chunk)
-                self._log_output(live, fd, chunk)
-            if not moved:
-                self.selector.unregister(fd)
-                live.open_fds.remove(fd)
-                return False
-            total += moved
-        if total:
-            live.liveness.saw("stdout", self.clock())
         return True
 
     def _log_output(self, live: Live, fd: int, chunk: bytes, final: bool = False) -> None:
