@@ -1,6 +1,6 @@
 """Being woken when a file is written to: Linux inotify, through ctypes.
 
-Owns: one inotify descriptor watching one file for writes, for the main loop's selector.
+Owns: one inotify descriptor watching files for writes, for the main loop's selector.
 Must not: read or change the watched file, or block (the descriptor is non-blocking).
 
 Used where a child writes a file itself (a plain command's stdout given the run log directly):

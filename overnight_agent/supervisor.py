@@ -409,10 +409,6 @@ class Supervisor:
                 session.note("prompt.wrap_up", timeparse.iso(self.now()))
         number = len(session.attempts) + 1
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
-        # A plain command whose output needs no redaction writes the log itself: no copy through
-        # us can be as fast as that, and the kernel's inotify tells us of each write. Otherwise
-        # (codex, redaction, no inotify) its output comes through a pipe and we write it.
-        direct = not self.backend.has_threads and self.redactor is None
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND
         log_file = open(os.open(log_path, flags, 0o644), "wb", buffering=0)  # unbuffered: on disk at once
         started_at = timeparse.iso(self.now())
@@ -421,7 +417,10 @@ class Supervisor:
                   f"started {started_at} ===\n")
         log_file.write(header.encode())
         log_file.flush()
-        direct = direct and self._watch_log(log_path)
+        # A plain command whose output needs no redaction writes the log itself: no copy through
+        # us can be as fast as that, and the kernel's inotify tells us of each write. Otherwise
+        # (codex, redaction, no inotify) its output comes through a pipe and we write it.
+        direct = not self.backend.has_threads and self.redactor is None and self._watch_log(log_path)
         # The command's own open file (not a copy of ours): our offset stays ours.
         stdout = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if direct else subprocess.PIPE
         try:
