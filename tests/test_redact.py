@@ -173,6 +173,16 @@ def test_no_false_positive_on_git_shas_uuids_and_this_package():
         assert redact.scan(text) == [], f"{path.name} looks like it holds a secret"
 
 
+def _feed_in_chunks(stream, data: bytes, next_size) -> bytes:
+    """Everything `stream` gives for `data` fed in chunks of `next_size()` bytes, flushed."""
+    out, i = bytearray(), 0
+    while i < len(data):
+        n = next_size()
+        out += stream.feed(data[i:i + n])
+        i += n
+    return bytes(out + stream.flush())
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_stream_passthrough_is_byte_exact_for_random_binary(seed):
     rng = random.Random(seed)
@@ -180,13 +190,7 @@ def test_stream_passthrough_is_byte_exact_for_random_binary(seed):
     if seed % 3 == 0:
         data = data.replace(b"\x00", b"\n")           # many lines
     stream = StreamRedactor(Redactor(ENV), cap=4096 if seed % 2 else redact.STREAM_CAP)
-    out, i = bytearray(), 0
-    while i < len(data):
-        n = rng.randint(1, 9000)
-        out += stream.feed(data[i:i + n])
-        i += n
-    out += stream.flush()
-    assert bytes(out) == data
+    assert _feed_in_chunks(stream, data, lambda: rng.randint(1, 9000)) == data
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -196,13 +200,7 @@ def test_stream_passthrough_is_byte_exact_for_utf8_text_split_inside_characters(
     text = "".join(rng.choice(alphabet) for _ in range(20000))
     data = text.encode("utf-8")
     stream = StreamRedactor(Redactor(ENV), cap=1000)
-    out, i = bytearray(), 0
-    while i < len(data):
-        n = rng.randint(1, 700)
-        out += stream.feed(data[i:i + n])
-        i += n
-    out += stream.flush()
-    assert bytes(out) == data
+    assert _feed_in_chunks(stream, data, lambda: rng.randint(1, 700)) == data
 
 
 def test_invalid_utf8_around_a_secret_is_kept_and_the_secret_is_not():
@@ -440,11 +438,6 @@ def test_a_stream_in_random_chunks_gives_the_whole_text_redacted_at_once(seed):
     expected = whole.text(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
     assert Redactor(_STREAM_ENV).bytes(data) == expected
     stream = StreamRedactor(Redactor(_STREAM_ENV), cap=4096 if seed % 4 > 1 else redact.STREAM_CAP)
-    out, i = bytearray(), 0
-    while i < len(data):
-        n = int(2 ** rng.uniform(0, 20))                  # 1 byte to 1 MiB, as often small as large
-        out += stream.feed(data[i:i + n])
-        i += n
-    out += stream.flush()
-    assert bytes(out) == expected
+    # 1 byte to 1 MiB, as often small as large
+    assert _feed_in_chunks(stream, data, lambda: int(2 ** rng.uniform(0, 20))) == expected
     assert stream.redactor.counts == whole.counts
