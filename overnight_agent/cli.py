@@ -268,8 +268,12 @@ def cmd_tell(args) -> int:
     session = state.load(path)
     if session is None:
         raise ConfigError(f"{path}: no session state; start a night with `overnight-agent run`")
-    codex_bin = night.resolve_bin(loaded.config.codex.codex_bin, loaded.paths.repo_root)
-    print(tell.tell(session, path, codex_bin, loaded.paths.codex_home, args.text))
+    command = loaded.config.command
+    if session.agent == "command" and not any("{prompt}" in part for part in
+                                              [*command.argv, *(command.resume_argv or command.argv)]):
+        raise ConfigError(f"{loaded.source or '<defaults>'}: command.argv: has no {{prompt}}, so a message "
+                          "cannot reach the agent; add '{prompt}' to command.argv and command.resume_argv")
+    print(tell.tell(session, path, loaded.paths.run_dir(session.run_id), args.text))
     return 0
 
 

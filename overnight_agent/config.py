@@ -205,8 +205,8 @@ class LivenessConfig:
         timeparse.parse_duration, "30m",
         "stalled when no evidence of life for this long while a command runs")
     sample_interval: float = setting(
-        timeparse.parse_duration, "5s", "how often files and CPU are sampled for evidence (a verdict "
-        "always samples first)")
+        timeparse.parse_duration, "5s", "how often files and CPU are sampled for evidence (at least "
+        "five times per stall limit; a verdict always samples first)")
     agent_cpu_floor: float = setting(
         _fraction, 0.05, "CPU share of the agent CLI itself that counts as work (below: idle timers and "
         "start-up; codex idles at about 0.3% and streams at about 0.5%)")

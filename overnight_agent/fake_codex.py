@@ -65,7 +65,18 @@ MSG_METADATA = ("Model metadata for `{model}` not found. Defaulting to fallback 
                 "this can degrade performance and cause issues.")
 MSG_NO_ROLLOUT = ("Error: thread/resume: thread/resume failed: no rollout found for thread id {id}"
                   " (code -32600)")
-MSG_ACTIVE_WRITER = "Error: thread {id} already has an active writer (code -32600)"
+# A resume of a thread another process still writes: two log lines, then the error (measured).
+MSG_ACTIVE_WRITER = ("{ts} ERROR codex_core::session::session: failed to initialize thread persistence: "
+                     "thread-store conflict: thread {id} already has an active writer\n"
+                     "{ts} ERROR codex_core::session: Failed to create session: thread-store conflict: "
+                     "thread {id} already has an active writer\n"
+                     "Error: thread/resume: thread/resume failed: thread {id} already has an active "
+                     "writer (code -32600)")
+# What codex records when a message queued during a turn is taken up as that process exits: the
+# message starts a turn that is aborted at once, with this note after it (measured).
+MSG_TURN_ABORTED = ("<turn_aborted>\nThe user interrupted the previous turn on purpose. Any running "
+                    "unified exec processes may still be running in the background. If any "
+                    "tools/commands were aborted, they may have partially executed.\n</turn_aborted>")
 MSG_NETWORK = "Reconnecting... waiting for network (Connection failed: error sending request)"
 MSG_USAGE_LIMIT_AT = ("You\u2019ve hit your usage limit. Visit https://chatgpt.com/settings/usage "
                       "to purchase more credits or try again at {when}.")
@@ -723,7 +734,7 @@ def open_thread(home: str, args: ExecArgs, cwd: str) -> Thread:
     summary = read_rollout(path)
     lock_fd = acquire_writer_lock(path)
     if lock_fd is None:
-        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id))
+        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id, ts=_iso_now()))
     return Thread(summary.thread_id, path, lock_fd, summary.usage, resumed=True)
 
 
@@ -733,15 +744,17 @@ def _queue_path(home: str) -> str:
     return os.path.join(home, "fake_queue.json")
 
 
-def queue_message(home: str, thread_id: str, message: str) -> int:
-    """Append a message for the thread's next resume; returns how many now wait for it."""
+def queue_message(home: str, thread_id: str, message: str) -> str:
+    """Append a message for the thread's next turn; returns the message's id (a UUIDv7)."""
     _ensure_private_dir(home)
     path = _queue_path(home)
+    message_id = uuid7()
     with _flocked(path + ".lock"):
         queue = _read_json(path, [])
-        queue.append({"thread_id": thread_id, "message": message, "queued_at": _iso_now()})
+        queue.append({"id": message_id, "thread_id": thread_id, "message": message,
+                      "queued_at": _iso_now()})
         _write_json_atomic(path, queue)
-    return sum(1 for entry in queue if entry.get("thread_id") == thread_id)
+    return message_id
 
 
 def take_queued(home: str, thread_id: str) -> List[str]:
@@ -1148,6 +1161,20 @@ class Agent:
         self.rollout.append("event_msg", {"type": "turn_aborted", "turn_id": self.turn_id,
                                           "reason": "interrupted"})
 
+    def aborted_queue_turn(self, messages: List[str]) -> None:
+        """The turn that messages queued during this one start as the process is about to exit:
+        aborted at once, codex's note after them (nothing on stdout)."""
+        turn_id = uuid7()
+        self.rollout.append("turn_context", {"turn_id": turn_id, "approval_policy": "never",
+                                             **self.settings})
+        self.rollout.append("event_msg", {"type": "task_started", "turn_id": turn_id,
+                                          "turn_trigger": "queue"})
+        for text in messages:
+            self.rollout.append("response_item", _message_item("user", text))
+        self.rollout.append("response_item", _message_item("user", MSG_TURN_ABORTED))
+        self.rollout.append("event_msg", {"type": "turn_aborted", "turn_id": turn_id,
+                                          "reason": "interrupted"})
+
     def _record_usage(self, turn: Dict[str, int]) -> None:
         last = {key: int(turn.get(key, 0)) for key in USAGE_KEYS}
         for key in USAGE_KEYS:
@@ -1341,8 +1368,13 @@ def run_exec(args: ExecArgs) -> int:
             agent.emit_item({"type": "error", "message": warning})
         agent.start_turn(queued + [prompt], invocation, source)
         code = agent.run(steps)
-        if code == 0 and not args.json:
-            _out(agent.last_message or "")
+        if code == 0:
+            # Messages queued while this turn ran start a turn as the process ends, aborted at once.
+            queued_meanwhile = take_queued(home, thread.thread_id)
+            if queued_meanwhile:
+                agent.aborted_queue_turn(queued_meanwhile)
+            if not args.json:
+                _out(agent.last_message or "")
         return code
     except StartupError as exc:
         _err(str(exc))
@@ -1382,8 +1414,8 @@ def run_queue(tokens) -> int:
     if missing:
         raise UsageError("the following required arguments were not provided:\n  "
                          + "\n  ".join(missing), USAGE_QUEUE)
-    count = queue_message(codex_home(), values["thread"], values["message"])
-    _out(f"Queued message {count} for thread {values['thread']}")
+    message_id = queue_message(codex_home(), values["thread"], values["message"])
+    _out(f"Queued message {message_id} for thread {values['thread']}.")
     return 0
 
 

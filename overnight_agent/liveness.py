@@ -54,7 +54,7 @@ class Liveness:
     last: Dict[str, float] = field(default_factory=dict)
     command_running: bool = False
     agent_total: float = 0.0
-    agent_active: Optional[float] = None     # the last sample in which the agent used any CPU
+    agent_active: Optional[float] = None     # the last sample in which the agent used CPU at the floor's rate
     agent_history: Deque[Tuple[float, float]] = field(default_factory=collections.deque)
 
     def saw(self, source: str, when: float) -> None:
@@ -62,7 +62,10 @@ class Liveness:
         self.last[source] = max(when, self.last.get(source, when))
 
     def cpu(self, agent_seconds: float, command_seconds: float, window: float, now: float) -> None:
-        """CPU used in the last `window` seconds by the agent CLI and by its commands."""
+        """CPU used in the last `window` seconds (since the previous sample) by the agent CLI
+        and by its commands. Each counts as evidence dated by the sample in which it was used
+        at the floor's rate or more, so a burst (a CLI starting up) keeps nothing alive past
+        its own limit, and idle timers never count."""
         if window <= 0:
             return
         if command_seconds / window >= self.limits.command_cpu_floor:
@@ -70,7 +73,7 @@ class Liveness:
         if not self.agent_history:
             self.agent_history.append((now - window, 0.0))
         self.agent_total += agent_seconds
-        if agent_seconds > 0:
+        if agent_seconds / window >= self.limits.agent_cpu_floor:
             self.agent_active = now
         self.agent_history.append((now, self.agent_total))
         while len(self.agent_history) > 2 and self.agent_history[1][0] <= now - AGENT_CPU_WINDOW:
@@ -78,7 +81,8 @@ class Liveness:
         since, total_then = self.agent_history[0]
         agent_share = (self.agent_total - total_then) / max(now - since, window)
         if self.limits.agent_cpu_floor <= agent_share < self.limits.agent_cpu_ceiling and self.agent_active:
-            # Dated by when it last used CPU, not by the end of the window that averages it.
+            # Averaged over a few seconds (blips are not work), dated by the last sample that
+            # was work itself, not by the end of the window that averages it.
             self.saw("agent_cpu", self.agent_active)
 
     def last_evidence(self) -> float:
@@ -105,3 +109,10 @@ class Liveness:
 
     def age(self, now: float) -> float:
         return now - self.last_evidence()
+
+
+def sample_every(limits: Limits, configured: float) -> float:
+    """How often files and CPU are sampled: as configured, but at least five times per stall
+    limit, so a verdict lands within a fifth of the limit of the last evidence (and never more
+    often than every 0.1 s)."""
+    return max(0.1, min(configured, limits.model_silent / 5, limits.command_silent / 5))

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import config, faults, gitops, gitsafety, logs, policy, procs, prompt, state, tell, timeparse
+from . import config, faults, gitops, gitsafety, logs, policy, procs, prompt, state, timeparse
 from .agents.codex import CodexBackend
 from .agents.command import CommandBackend
-from .liveness import Limits
+from .liveness import Limits, sample_every
 from .exitcodes import ConfigError, OvernightError
 from .lock import InstanceLock
 from .notify import Notifier
@@ -262,11 +262,7 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supe
 
     settings = make_settings(cfg)
     identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
-    queue_notice = None
-    if isinstance(backend, CodexBackend):
-        def queue_notice(thread_id: str, text: str) -> str:
-            return tell.queue(backend.codex_bin, paths.codex_home, thread_id, text, env)
-    return Supervisor(session=session, state_path=paths.session_state, queue_notice=queue_notice, guard=guard,
+    return Supervisor(session=session, state_path=paths.session_state, guard=guard,
                       run_dir=paths.run_dir(session.run_id), backend=backend, settings=settings,
                       prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
                       notifier=Notifier())
@@ -274,6 +270,9 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supe
 
 def make_settings(cfg: config.Config) -> Settings:
     restart, stop, live = cfg.restart, cfg.stop, cfg.liveness
+    limits = Limits(model_silent=live.model_silent, command_silent=live.command_silent,
+                    agent_cpu_floor=live.agent_cpu_floor, agent_cpu_ceiling=live.agent_cpu_ceiling,
+                    command_cpu_floor=live.command_cpu_floor)
     return Settings(
         sigint_grace=stop.sigint_grace, sigterm_grace=stop.sigterm_grace, kill_grace=2.0,
         budgets=policy.Budgets(
@@ -281,10 +280,8 @@ def make_settings(cfg: config.Config) -> Settings:
             healthy_after=restart.healthy_after, max_per_hour=restart.max_per_hour,
             rate_limit_backoff=restart.rate_limit_backoff, usage_limit_margin=restart.usage_limit_margin,
             max_tokens=cfg.budget.max_tokens),
-        limits=Limits(model_silent=live.model_silent, command_silent=live.command_silent,
-                      agent_cpu_floor=live.agent_cpu_floor, agent_cpu_ceiling=live.agent_cpu_ceiling,
-                      command_cpu_floor=live.command_cpu_floor),
-        sample_interval=live.sample_interval, network_down_limit=live.network_down_limit,
+        limits=limits, sample_interval=sample_every(limits, live.sample_interval),
+        network_down_limit=live.network_down_limit,
         resume_failures_before_fresh=restart.resume_failures_before_fresh,
         redact_output=cfg.logs.redact_agent_output, max_log_bytes=cfg.retention.max_log_bytes)
 

@@ -148,6 +148,9 @@ def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_
             in_a_row += 1
         wait = max(wait, min(budgets.rate_limit_backoff * 2 ** max(in_a_row - 1, 0), budgets.maximum))
         reason = f"{outcome} ({in_a_row} in a row): waiting before the next try"
+    if outcome == base.STALLED:
+        # The attempt already waited out its stall limit: resume the thread at once.
+        wait, reason = 0.0, "stalled: resuming at once (the stall limit was the wait)"
     recent = sorted(t for t in starts_last_hour if t > now_mono - 3600)
     if len(recent) >= budgets.max_per_hour:
         until = recent[-budgets.max_per_hour] + 3600

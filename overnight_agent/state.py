@@ -73,6 +73,7 @@ class Session:
     heartbeat_file: str = ""
     git_identity: Dict[str, str] = field(default_factory=dict)
     wrap_up_sent: bool = False
+    messages_delivered: int = 0     # lines of runs/<run_id>/told.jsonl put into a prompt so far
     fresh_starts: int = 0           # new threads started because a resume failed
     attempts: List[Attempt] = field(default_factory=list)
     events: List[Dict[str, Any]] = field(default_factory=list)  # notable decisions, for the report

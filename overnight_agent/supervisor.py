@@ -37,6 +37,8 @@ GUARD_CHECK_EVERY = 5.0
 # After a look at a log the command writes itself, the next waits this long: a flood of writes
 # then costs a few hundred wake-ups a second, not one per write (the cap is kept at each look).
 WATCH_PAUSE = 0.01
+# A stalled attempt gets this long after SIGINT, then after SIGTERM, before SIGKILL.
+STALL_GRACE = 0.5
 
 
 @dataclass
@@ -89,8 +91,7 @@ class Supervisor:
     def __init__(self, *, session: state.Session, state_path: Path, run_dir: Path,
                  backend: Backend, settings: Settings, prompts: Dict[str, str],
                  prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
-                 identity: Dict[str, str], notifier: Optional[Notifier] = None,
-                 queue_notice: Optional[Callable[[str, str], str]] = None, guard=None,
+                 identity: Dict[str, str], notifier: Optional[Notifier] = None, guard=None,
                  clock: Callable[[], float] = time.monotonic,
                  now: Callable = timeparse.local_now):
         self.session = session
@@ -104,8 +105,6 @@ class Supervisor:
         self.log = log
         self.identity = identity
         self.notifier = notifier or Notifier({})
-        self.queue_notice = queue_notice  # (thread_id, text): a message for the agent's next turn
-        self.wrap_queue_failed = False
         self.guard = guard                # gitsafety.AgentGuard: refs and primary tree checks
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
@@ -183,8 +182,6 @@ class Supervisor:
             due += [self.live.next_sample, self.live.liveness.due()]
             if self.watch_resume is not None:
                 due.append(self.watch_resume)
-            if not self.session.wrap_up_sent and self.queue_notice:
-                due.append(now + (self.session.wrap_up_dt - self.now()).total_seconds())
         elif self.phase == STOPPING:
             due += [self.step_due, now + self.settings.tick]  # survivors are polled while stopping
         return max(0.0, min(due) - now)
@@ -264,9 +261,6 @@ class Supervisor:
                              got=live.view.thread_id)
             self._begin_stop("thread_mismatch")
             return
-        if (not self.session.wrap_up_sent and not self.wrap_queue_failed and self.queue_notice
-                and live.view.thread_id and self.now() >= self.session.wrap_up_dt):
-            self._queue_wrap_up(live.view.thread_id)
         if now >= live.next_sample or now >= live.liveness.due():
             self._sample(live, now)  # always look once more before calling it a stall
         verdict = live.liveness.verdict(now)
@@ -282,21 +276,6 @@ class Supervisor:
             waited = now - live.network_since
             self.log.warning("attempt.network_down", attempt=live.attempt.number, seconds=round(waited))
             self._begin_stop(f"network_down: waiting for the network for {waited:.0f}s")
-
-    def _queue_wrap_up(self, thread_id: str) -> None:
-        """Leave the wrap-up notice for the agent's next turn without killing the current one."""
-        text = prompt.render(self.prompts["wrap_up"], self.prompt_values())
-        try:
-            self.queue_notice(thread_id, text)
-        except Exception as exc:  # the next resume's prompt carries it instead
-            self.wrap_queue_failed = True
-            self.log.warning("wrap_up.queue_failed", error=str(exc))
-            return
-        self.session.wrap_up_sent = True
-        self.session.note("wrap_up.queued", timeparse.iso(self.now()), thread_id=thread_id)
-        tell.record(self.run_dir, "supervisor", "wrap-up notice")
-        self._save()
-        self.log.info("wrap_up.queued", thread_id=thread_id)
 
     def _sample(self, live: Live, now: float) -> None:
         """Read the evidence that is not pushed to us: files and CPU."""
@@ -395,19 +374,21 @@ class Supervisor:
                          old_thread=session.thread_id)
             self.log.warning("attempt.fresh_start", reason=decision.reason, old_thread=session.thread_id)
             session.thread_id = None
+        number = len(session.attempts) + 1
         values = self.prompt_values()
         if kind == "start":
             text, prompt_kind = prompt.render(self.prompts["boot"], values), "boot"
-            argv = self.backend.start_argv(text)
         else:
             wrap = not session.wrap_up_sent and self.now() >= session.wrap_up_dt
             prompt_kind = "wrap_up" if wrap else "resume"
             text = prompt.render(self.prompts[prompt_kind], values)
-            argv = self.backend.resume_argv(session.thread_id, text)
             if wrap:
                 session.wrap_up_sent = True
                 session.note("prompt.wrap_up", timeparse.iso(self.now()))
-        number = len(session.attempts) + 1
+        messages = self._pending_messages()
+        text = tell.with_messages(text, messages)
+        argv = (self.backend.start_argv(text) if kind == "start"
+                else self.backend.resume_argv(session.thread_id, text))
         log_path = self.run_dir / f"{self.backend.name}_{'start' if number == 1 else 'resume'}.log"
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND
         log_file = open(os.open(log_path, flags, 0o644), "wb", buffering=0)  # unbuffered: on disk at once
@@ -441,6 +422,7 @@ class Supervisor:
             if direct:
                 os.close(stdout)
         ref = procs.ref_of(popen)
+        self._delivered(messages, number)
         self.starts.append(self.clock())
         attempt = state.Attempt(number=number, kind=kind, started_at=started_at, log=str(log_path),
                                 pid=popen.pid, pgid=ref.pgid, proc_create_time=ref.create_time,
@@ -475,6 +457,19 @@ class Supervisor:
                       thread_id=session.thread_id, pid=popen.pid,
                       output="written by the agent" if direct else "piped")
         self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
+
+    def _pending_messages(self) -> List[dict]:
+        """The operator's messages not yet put into a prompt (see `tell`)."""
+        return tell.told(self.run_dir)[self.session.messages_delivered:]
+
+    def _delivered(self, messages: List[dict], attempt: int) -> None:
+        """Count `messages` as delivered; saved with the attempt's state write (a supervisor
+        killed before that delivers them again)."""
+        if messages:
+            self.session.messages_delivered += len(messages)
+            self.session.note("messages.delivered", timeparse.iso(self.now()), attempt=attempt,
+                              count=len(messages))
+            self.log.info("messages.delivered", attempt=attempt, count=len(messages))
 
     def _end_attempt(self, now: float) -> None:
         live = self.live
@@ -585,8 +580,12 @@ class Supervisor:
         self.phase = STOPPING
         if reason in ("deadline", "signal"):
             self.notifier.stopping()
-        self.stop_steps = [(signal.SIGINT, self.settings.sigint_grace),
-                           (signal.SIGTERM, self.settings.sigterm_grace),
+        graces = (self.settings.sigint_grace, self.settings.sigterm_grace)
+        if reason.startswith("stall"):
+            # An agent that showed no life for its whole limit will not answer a signal any
+            # better given ten seconds; one that is alive (codex) exits on SIGINT in ~50 ms.
+            graces = tuple(min(g, STALL_GRACE) for g in graces)
+        self.stop_steps = [(signal.SIGINT, graces[0]), (signal.SIGTERM, graces[1]),
                            (signal.SIGKILL, self.settings.kill_grace)]
         self.step_due = self.clock()
         self.log.info("stop.begin", reason=reason)

@@ -226,6 +226,8 @@ class RealCodex(CLI):
         for step in turn:
             if "shell" in step:  # longer than any test: a command runs until it ends
                 script.append({"shell": step["shell"], "yield_time_ms": 60000})
+            elif step.get("hang"):  # a request that never gets an answer
+                script.append({"hang_before_headers": True, "max_seconds": 60})
             else:
                 script.append(dict(step))
         self.server.set_script(script)
@@ -270,6 +272,8 @@ class FakeCodex(CLI):
                 steps.append({"shell": step["shell"]})
             elif "message" in step:
                 steps.append({"message": step["message"]})
+            elif step.get("hang"):
+                steps.append({"hang": True})
             elif step.get("http_error") == 429:  # not retried
                 steps.append({"fail": MSG_429})
                 break
@@ -621,3 +625,153 @@ def test_signal_during_a_running_command(clis, signum: int, returncode: int, cou
     resumed = res["real"]["resumed"]
     assert resumed.rc == 0 and resumed.shape == PREAMBLE + MESSAGE + COMPLETED
     assert resumed.usage == usage(counted + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to a thread: `codex queue`, and a thread another process still writes
+# ---------------------------------------------------------------------------------------------
+
+QUEUED_REPLY = re.compile(r"Queued message [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
+                          r"[0-9a-f]{12} for thread (\S+)\.")
+TURN_ABORTED_NOTE = "<turn_aborted>\nThe user interrupted the previous turn on purpose."
+
+
+def queue_message(cli: CLI, thread: Optional[str], text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli.argv(["queue", "--thread", str(thread), "--message", text]),
+                          cwd=cli.repo, env=cli.env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT)
+
+
+def user_texts(rollout: Path) -> List[str]:
+    """The user messages a rollout keeps, in order (codex's own environment context aside)."""
+    texts = []
+    for line in rollout.read_text().splitlines():
+        record = json.loads(line)
+        payload = record.get("payload") or {}
+        if record.get("type") == "response_item" and payload.get("role") == "user":
+            for part in payload.get("content") or []:
+                text = part.get("text", "")
+                if not text.startswith("<environment_context>"):
+                    texts.append(text)
+    return texts
+
+
+def first_thread_id(proc: subprocess.Popen) -> Optional[str]:
+    line = proc.stdout.readline().decode()
+    return json.loads(line).get("thread_id") if line.strip() else None
+
+
+@pytest.mark.timeout(90)
+def test_a_queued_message_starts_the_next_resume_and_its_prompt_restarts_the_request(clis) -> None:
+    """Queued while the thread is idle: the next `exec resume` starts its turn with the queued
+    message, and its own PROMPT joins that turn; both end up in the thread, queued first. The
+    real CLI sends a first request with the queued message alone, cancels it when the prompt
+    arrives, and sends it again with both: one model response thrown away (which is why the
+    supervisor puts messages into the resume prompt itself and never queues them)."""
+    pair = clis()
+
+    def scenario(cli: CLI) -> Dict[str, Any]:
+        cli.play([{"message": "answer"}])  # every request of the turn gets the same answer
+        first = cli.run(exec_args("start"))
+        reply = queue_message(cli, first.thread_id, "QUEUED NOTE")
+        resumed = cli.run(resume_args(first.thread_id, "go on"))
+        return {"reply": (reply.returncode, QUEUED_REPLY.fullmatch(reply.stdout.strip()) is not None,
+                          reply.stderr),
+                "thread_in_reply": QUEUED_REPLY.fullmatch(reply.stdout.strip()).group(1) == first.thread_id,
+                "resumed": resumed, "texts": user_texts(resumed.rollouts[0])}
+
+    res = per_cli(pair, scenario)
+    assert_same_run({k: v["resumed"] for k, v in res.items()})
+    for key in ("reply", "thread_in_reply", "texts"):
+        assert res["real"][key] == res["fake"][key], (key, res["real"][key], res["fake"][key])
+    assert res["real"]["reply"] == (0, True, "") and res["real"]["thread_in_reply"]
+    assert res["real"]["texts"] == ["start", "QUEUED NOTE", "go on"]
+    assert res["real"]["resumed"].usage == usage(2)  # the thrown-away response is not counted
+    real = pair["real"]
+    assert isinstance(real, RealCodex)
+    resume_requests = real.server.responses_requests[1:]
+    last_inputs = [[i["content"][0]["text"] for i in q["body"]["input"]
+                    if i.get("role") == "user"][-2:] for q in resume_requests]
+    assert last_inputs == [["start", "QUEUED NOTE"], ["QUEUED NOTE", "go on"]], last_inputs
+
+
+@pytest.mark.timeout(90)
+def test_a_message_queued_while_a_turn_runs_comes_after_that_turn_in_an_aborted_turn(clis) -> None:
+    """Queued while an `exec` of the thread runs: that turn does not see it; as the process
+    ends it takes the message off the queue, starts a turn with it and aborts that turn at once
+    (stdout says nothing of it). The next resume sends the message, codex's `<turn_aborted>`
+    note and then its own prompt."""
+    pair = clis()
+
+    def scenario(cli: CLI) -> Dict[str, Any]:
+        cli.play([{"shell": "sleep 2"}, {"message": "first"}])
+        proc = cli.start(exec_args("start"))
+        try:
+            thread = first_thread_id(proc)
+            time.sleep(0.5)  # the command is running
+            reply = queue_message(cli, thread, "QUEUED WHILE RUNNING")
+            out, _err = proc.communicate(timeout=30)
+        finally:
+            rc.kill_process_tree(proc.pid, tag=cli.tag)
+        cli.play([{"message": "second"}])
+        resumed = cli.run(resume_args(thread, "go on"))
+        texts = user_texts(resumed.rollouts[0])
+        return {"first_rc": proc.returncode,
+                "reply": (reply.returncode, bool(QUEUED_REPLY.fullmatch(reply.stdout.strip()))),
+                "first_stdout": [json.loads(x)["type"] for x in out.decode().splitlines()][-2:],
+                "resumed": resumed,
+                "texts": [t.split("\n")[0] + ("..." if t.startswith(TURN_ABORTED_NOTE) else "")
+                          for t in texts]}
+
+    res = per_cli(pair, scenario)
+    assert_same_run({k: v["resumed"] for k, v in res.items()})
+    for key in ("first_rc", "reply", "first_stdout", "texts"):
+        assert res["real"][key] == res["fake"][key], (key, res["real"][key], res["fake"][key])
+    assert res["real"]["first_rc"] == 0 and res["real"]["reply"] == (0, True)
+    assert res["real"]["first_stdout"] == ["item.completed", "turn.completed"]
+    assert res["real"]["texts"] == ["start", "QUEUED WHILE RUNNING", "<turn_aborted>...", "go on"]
+    real = pair["real"]
+    assert isinstance(real, RealCodex)
+    during = [q for q in real.server.responses_requests[:2]]  # the first exec's two requests
+    assert not any("QUEUED WHILE RUNNING" in json.dumps(q["body"]) for q in during)
+    assert "QUEUED WHILE RUNNING" in json.dumps(real.server.responses_requests[-1]["body"])
+
+
+@pytest.mark.timeout(90)
+def test_a_resume_of_a_thread_another_process_writes_is_refused_and_typed_busy(clis) -> None:
+    """While an `exec` of the thread waits for the model, `exec resume` of it fails at once:
+    rc 1, nothing on stdout, and on stderr the text the supervisor types as `thread_busy`."""
+    from overnight_agent.agents import base
+    from overnight_agent.agents.codex import CodexBackend
+
+    pair = clis()
+
+    def scenario(cli: CLI) -> Dict[str, Any]:
+        cli.play([{"hang": True}])
+        proc = cli.start(exec_args("start"))
+        try:
+            thread = first_thread_id(proc)
+            other = dict(cli.env, **{rc.TAG_VAR: cli.tag + "-second"})
+            refused = rc.run_codex(cli.argv(resume_args(thread, "again")), cwd=cli.repo, env=other,
+                                   timeout=RUN_TIMEOUT)
+            still_running = proc.poll() is None
+        finally:
+            rc.kill_process_tree(proc.pid, tag=cli.tag)
+            proc.communicate(timeout=10)
+        view = base.AttemptView(kind="resume", expected_thread=thread, stderr_tail=refused.stderr,
+                                returncode=refused.returncode)
+        backend = CodexBackend(codex_bin="codex", codex_home=cli.codex_home, model=MODEL, effort=EFFORT,
+                               sandbox="workspace-write")
+        last = refused.stderr.strip().splitlines()[-1]
+        return {"rc": refused.returncode, "stdout": refused.stdout, "still_running": still_running,
+                "last_line": last.replace(str(thread), "<thread>"),
+                "log_lines": [re.sub(r"^\S+ ", "<ts> ", x).replace(str(thread), "<thread>")
+                              for x in refused.stderr.strip().splitlines()[:-1]],
+                "outcome": backend.classify(view).kind}
+
+    res = per_cli(pair, scenario)
+    assert res["real"] == res["fake"], res
+    assert res["real"]["rc"] == 1 and res["real"]["stdout"] == "" and res["real"]["still_running"]
+    assert res["real"]["last_line"] == ("Error: thread/resume: thread/resume failed: thread <thread> "
+                                        "already has an active writer (code -32600)")
+    assert res["real"]["outcome"] == base.THREAD_BUSY

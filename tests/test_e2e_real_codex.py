@@ -136,6 +136,47 @@ def test_sigkill_mid_turn_then_restart_resumes_the_real_thread_and_it_can_still_
         assert not (Path(session["session_worktree"]) / name).exists()
 
 
+def test_sigkill_during_a_long_command_of_a_short_night_then_restart_runs_the_next_step(real):
+    """The field case: a night shorter than its wrap-up window (the notice is due at once), the
+    agent commits, then runs a two-minute command; the supervisor is SIGKILLed and started again
+    at once with the same arguments and the default stop graces. The old command is stopped,
+    the same thread resumes with its sandbox, model and effort, the next step runs (it was once
+    thrown away by a wrap-up notice left in codex's queue), and the night ends at its deadline."""
+    server = real.serve([{"shell": "echo a > a.txt && git add a.txt && git commit -qm 'feat: a'"},
+                         {"shell": "sleep 120", "yield_time_ms": 200000},
+                         {"shell": "echo next >> steps.txt"}, {"message": "done"}],
+                        config={"stop": {"sigint_grace": "10s", "sigterm_grace": "10s"},
+                                "schedule": {"wrap_up": "30m"}})
+    first = real.start("--hours", "0.012")
+    prefix = helpers.tag_prefix(real.run_root)
+    helpers.wait_for(lambda: any("sleep 120" in cmd for cmd in helpers.cmdlines(prefix)),
+                     timeout=30, what="the long command running")
+    thread = real.session()["thread_id"]
+    os.killpg(first.pid, signal.SIGKILL)
+    helpers.finish(first)
+    second = real.start("--hours", "0.012")
+    worktree = Path(real.session()["session_worktree"])
+    helpers.wait_for(lambda: (worktree / "steps.txt").exists() or second.poll() is not None,
+                     timeout=60, what="the next scripted step")
+    assert (worktree / "steps.txt").read_text() == "next\n"
+    assert not any("sleep 120" in cmd for cmd in helpers.cmdlines(prefix))
+    code, _, err = helpers.finish(second, timeout=60)
+    assert code == 0, err[-3000:]
+    session = real.session()
+    assert session["state"] == "finished" and session["restarts"] == 1
+    assert session["thread_id"] == thread
+    lost, resumed = session["attempts"][0], session["attempts"][1]
+    assert lost["outcome"] == "supervisor_lost"
+    assert (resumed["kind"], resumed["thread_id"]) == ("resume", thread)
+    requests = agent_requests(server)
+    assert all(r["body"]["model"] == "gpt-5.3-codex" and r["body"]["reasoning"]["effort"] == "xhigh"
+               for r in requests)
+    assert all(r["turn_metadata"]["sandbox_mode"] == "workspace-write" for r in requests)
+    assert git(Path(session["session_worktree"]), "log", "-1", "--format=%s", session["session_branch"]) \
+        in ("feat: a", "checkpoint: uncommitted work at the deadline (overnight-agent run "
+            f"{session['run_id']})")
+
+
 def test_http_errors_are_recorded_and_resumed_with_backoff(real):
     # No retries inside codex, so each error step answers exactly one attempt.
     real.serve([{"http_error": 429}, {"http_error": 500}, {"message": "recovered"}, {"message": "idle"}],

@@ -16,7 +16,7 @@ import pytest
 
 from overnight_agent import policy
 from overnight_agent.agents import base
-from overnight_agent.liveness import Limits, Liveness
+from overnight_agent.liveness import SOURCES, Limits, Liveness, sample_every
 
 import helpers
 
@@ -89,6 +89,41 @@ def test_due_moves_with_evidence():
     assert live.due() == 1900
 
 
+SHORT = Limits(model_silent=3, command_silent=3, agent_cpu_floor=0.05, agent_cpu_ceiling=0.25,
+               command_cpu_floor=0.005)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_evidence_source_times_out_on_its_own_limit(source):
+    """One sign of life from one source, then only what an idle agent does (a millisecond of
+    CPU now and then): the verdict falls exactly one limit after that sign, whatever it was."""
+    clock = FakeClock()
+    every = sample_every(SHORT, 5.0)
+    live = Liveness(SHORT, started=clock.now)
+    clock.advance(every)
+    if source == "agent_cpu":      # a CLI starting up: 0.4 s of CPU in one sample
+        live.cpu(agent_seconds=0.4, command_seconds=0.0, window=every, now=clock.now)
+    elif source == "command_cpu":  # a command that worked for a moment
+        live.cpu(agent_seconds=0.0, command_seconds=0.3, window=every, now=clock.now)
+    else:
+        live.saw(source, clock.now)
+    seen = clock.now
+    while clock.now < seen + SHORT.model_silent - every / 2:
+        assert not live.verdict(clock.now).stalled, (source, clock.now - seen)
+        live.cpu(agent_seconds=0.001, command_seconds=0.0, window=every, now=clock.advance(every))
+    clock.now = seen + SHORT.model_silent
+    verdict = live.verdict(clock.now)
+    assert verdict.stalled, (source, verdict.reason)
+    assert f"{source} 3.0s ago" in verdict.reason and "limit 3s" in verdict.reason
+    assert live.last_evidence() == seen
+
+
+def test_samples_come_at_least_five_times_per_stall_limit():
+    assert sample_every(SHORT, 5.0) == pytest.approx(0.6)
+    assert sample_every(LIMITS, 5.0) == 5.0             # 10 and 30 minutes: as configured
+    assert sample_every(Limits(0.2, 0.2, 0.05, 0.25, 0.005), 5.0) == 0.1
+
+
 # --- what to do after an attempt, scripted -----------------------------------------------------------
 
 TZ = dt.timezone(dt.timedelta(hours=-5))
@@ -131,6 +166,14 @@ def test_rate_limits_and_server_errors_back_off_harder_each_time():
     assert decide(base.RATE_LIMITED).wait == 60
     assert decide(base.SERVER_ERROR, history=[base.RATE_LIMITED]).wait == 120
     assert decide(base.RATE_LIMITED, history=[base.SERVER_ERROR] * 6).wait == 300
+
+
+def test_a_stall_resumes_at_once_but_within_the_hourly_budget():
+    decision = decide(base.STALLED, history=[base.STALLED, base.CRASHED])
+    assert (decision.action, decision.wait) == (policy.RESUME, 0.0)
+    assert "stalled: resuming at once" in decision.reason
+    starts = [10_000.0 - 3000 + i * 10 for i in range(5)]
+    assert decide(base.STALLED, starts=starts).wait == pytest.approx(starts[0] + 3600 - 10_000.0)
 
 
 def test_a_crash_loop_pauses_when_the_hourly_budget_is_spent():
@@ -195,6 +238,42 @@ def test_each_kind_of_hang_is_stopped_after_the_limit_and_restarted(night, kind)
     age = float(re.search(r"heartbeat (\d+\.\d)s ago", first["detail"]).group(1))
     assert 1.5 <= age <= 2.2, first["detail"]
     assert [e for e in session["events"] if e["event"] == "stall"]
+
+
+def supervisor_events(night, name):
+    session = night.session()
+    path = night.run_root / "runs" / session["run_id"] / "supervisor.log"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    return [e for e in events if e.get("event") == name]
+
+
+def stamp(event) -> float:
+    return dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_a_silent_agent_is_stopped_and_its_thread_resumed_within_the_limit_plus_two_seconds(night):
+    """The field case: an agent that announces its thread, then prints nothing, burns no CPU and
+    holds no socket, with both stall limits at 3 s and everything else at its default (samples
+    every 5 s, stop graces of 10 s, a 2 s backoff): stopped and the same thread resumed within
+    the limit plus 2 s of its last sign of life."""
+    helpers.write_config(night.config, night.base, liveness={"model_silent": "3s", "command_silent": "3s"},
+                         stop={"sigint_grace": "10s", "sigterm_grace": "10s"},
+                         restart={"backoff_initial": "2s", "backoff_max": "5m", "healthy_after": "10m"})
+    night.scenario([{"ignore_sigterm": True}, {"hang": True}], [{"hang": True}])
+    proc = night.start("--hours", "1")
+    try:
+        session = helpers.wait_session(night.base, lambda s: len(s["attempts"]) >= 2, timeout=20,
+                                       what="the resumed attempt")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(proc)
+    assert code == 0, err[-2000:]
+    first, second = session["attempts"][:2]
+    assert first["outcome"] == "stalled" and "limit 3s" in first["detail"], first
+    assert (second["kind"], second["thread_id"]) == ("resume", first["thread_id"])
+    announced = stamp(supervisor_events(night, "thread.started")[0])
+    resumed = stamp(supervisor_events(night, "attempt.started")[1])
+    assert 3.0 <= resumed - announced <= 3.0 + 2.0, resumed - announced
 
 
 def test_a_quiet_but_busy_command_is_not_a_hang(night):

@@ -268,7 +268,7 @@ def user_inputs(codex_home: Path):
     return texts
 
 
-def test_wrap_up_notice_is_queued_for_the_next_turn_without_killing_the_current_one(night):
+def test_the_wrap_up_notice_comes_with_the_next_turn_without_killing_the_current_one(night):
     helpers.write_config(night.config, night.base, schedule={"wrap_up": "1h"})  # wrap-up time is now
     night.scenario([{"sleep": 1.5}, {"exit_early": True}], HANG)
     proc = night.start("--hours", "1")
@@ -276,18 +276,19 @@ def test_wrap_up_notice_is_queued_for_the_next_turn_without_killing_the_current_
         wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
                      what="second attempt")
         helpers.wait_for(lambda: any("Wrap-up time" in t for t in user_inputs(night.run_root / "codex_home")),
-                         what="the queued notice in the resumed turn's input")
+                         what="the notice in the resumed turn's input")
     finally:
         proc.send_signal(signal.SIGTERM)
         helpers.finish(proc)
     session = night.session()
     assert session["wrap_up_sent"] is True
-    assert [e for e in session["events"] if e["event"] == "wrap_up.queued"]
+    assert [e for e in session["events"] if e["event"] == "prompt.wrap_up"]
     assert attempts(session)[0] == ("start", "completed")  # the turn was not interrupted
     log = (night.run_root / "runs" / session["run_id"] / "codex_resume.log").read_text()
-    assert "attempt 2 (resume" in log and "prompt resume" in log
+    assert "attempt 2 (resume" in log and "prompt wrap_up" in log
     inputs = user_inputs(night.run_root / "codex_home")
-    assert any("Wrap-up time" in text for text in inputs), inputs
+    assert sum("Wrap-up time" in text for text in inputs) == 1, inputs  # once, in the prompt
+    assert not (night.run_root / "codex_home" / "fake_queue.json").exists()  # codex's queue unused
 
 
 def test_without_a_queue_the_first_resume_after_wrap_up_time_carries_the_wrap_up_prompt(night):
@@ -313,6 +314,7 @@ def test_tell_reaches_the_agent_at_its_next_turn_and_is_recorded(night):
         told = helpers.run_cli("tell", "--repo", str(night.repo), "--config", str(night.config),
                                "Answer: keep the old API for now.", mark=night.mark)
         assert told.returncode == 0, told.stderr
+        assert "arrives with the prompt of its next turn" in told.stdout
         wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
                      what="the next turn")
         helpers.wait_for(lambda: any("keep the old API" in t for t in user_inputs(night.run_root / "codex_home")),
@@ -321,11 +323,56 @@ def test_tell_reaches_the_agent_at_its_next_turn_and_is_recorded(night):
         proc.send_signal(signal.SIGTERM)
         helpers.finish(proc)
     session = night.session()
-    assert attempts(session)[0] == ("start", "completed")
-    assert any("keep the old API" in text for text in user_inputs(night.run_root / "codex_home"))
+    assert attempts(session)[0] == ("start", "completed")  # the running turn was not interrupted
+    inputs = user_inputs(night.run_root / "codex_home")
+    assert sum("keep the old API" in text for text in inputs) == 1, inputs
+    assert session["messages_delivered"] == 1
+    assert [e["attempt"] for e in session["events"] if e["event"] == "messages.delivered"] == [2]
     told_log = (night.run_root / "runs" / session["run_id"] / "told.jsonl").read_text()
     assert "keep the old API" in told_log
     assert "Operator told the agent: Answer: keep the old API" in Path(session["exec_summary_log"]).read_text()
+
+
+def test_a_message_told_while_no_supervisor_runs_is_delivered_once_after_the_restart(night):
+    night.scenario([{"message": "working"}, {"hang": True}], HANG, HANG)
+    first = night.start("--hours", "1")
+    wait_session(night.base, lambda s: s.get("thread_id") and s["state"] == "running", what="thread")
+    os.killpg(first.pid, signal.SIGKILL)
+    helpers.finish(first)
+    told = helpers.run_cli("tell", "--repo", str(night.repo), "--config", str(night.config),
+                           "Use the staging database.", mark=night.mark)
+    assert told.returncode == 0, told.stderr
+    running = [night.start("--hours", "1")]
+    try:
+        wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
+                     what="the resumed attempt")
+        helpers.wait_for(lambda: any("staging database" in t for t in user_inputs(night.run_root / "codex_home")),
+                         what="the message in the resumed turn")
+        running[0].send_signal(signal.SIGTERM)
+        assert helpers.finish(running.pop())[0] == 0
+        running.append(night.start("--hours", "1"))
+        wait_session(night.base, lambda s: len(s["attempts"]) == 3 and s["state"] == "running",
+                     what="the next resumed attempt")
+    finally:
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+            helpers.finish(proc)
+    inputs = user_inputs(night.run_root / "codex_home")
+    assert sum("staging database" in text for text in inputs) == 1, inputs
+    assert night.session()["messages_delivered"] == 1
+
+
+def test_tell_refuses_a_command_agent_that_takes_no_prompt(night):
+    night.config.write_text(night.config.read_text() + "agent: command\ncommand:\n  argv: [sleep, '30']\n")
+    proc = night.start("--hours", "1")
+    try:
+        wait_session(night.base, lambda s: s["state"] == "running", what="running")
+        told = helpers.run_cli("tell", "--repo", str(night.repo), "--config", str(night.config),
+                               "hello", mark=night.mark)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        helpers.finish(proc)
+    assert told.returncode == 78 and "command.argv: has no {prompt}" in told.stderr, told.stderr
 
 
 def test_run_root_inside_the_repo_is_excluded_without_touching_tracked_files(night):
