@@ -36,6 +36,10 @@ class RunRequest:
     until: Optional[str] = None          # HH:MM
     hours: Optional[float] = None
     no_resume: bool = False
+    # Started by an operator through a service manager (`systemctl start` with no timer behind
+    # it): runs now, to the configured deadline, even outside the night window that guards a
+    # timer catching up on a missed start.
+    by_hand: bool = False
 
 
 def tool_command() -> str:
@@ -112,17 +116,17 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
                  thread_id=existing.thread_id, deadline=existing.deadline)
         return existing
-    explicit = request.until is not None or request.hours is not None
+    explicit = request.until is not None or request.hours is not None or request.by_hand
     schedule = loaded.config.schedule
     if not explicit and not timeparse.in_night_window(
             now, timeparse.parse_clock(schedule.window_start), timeparse.parse_clock(schedule.deadline)):
         opens = timeparse.next_occurrence(now, timeparse.parse_clock(schedule.window_start))
         log.info("night.outside_window", now=timeparse.iso(now), next_window=timeparse.iso(opens),
                  hint="pass --until HH:MM or --hours H to run now")
-        print(f"overnight-agent: outside the night window ({schedule.window_start}-"
-              f"{schedule.deadline}); the next one opens at {timeparse.iso(opens)}. "
-              "Use --until or --hours to run now.", file=sys.stderr)
-        Notifier().stopping()  # a timer catching up by day: a clean exit, not a failed start
+        said = (f"outside the night window ({schedule.window_start}-{schedule.deadline}); the next "
+                f"one opens at {timeparse.iso(opens)}")
+        print(f"overnight-agent: {said}. Use --until or --hours to run now.", file=sys.stderr)
+        Notifier().stopping(said)  # a timer catching up by day: a clean exit, not a failed start
         return None
     if existing is not None:
         _archive(paths, existing, log)

@@ -36,11 +36,11 @@ class Notifier:
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
 
-    def stopping(self) -> None:
+    def stopping(self, why: str = "stopping before the night started") -> None:
         # systemd fails a Type=notify unit whose process exits before READY=1, even with status 0
-        # (result 'protocol'): a night that ends before its first attempt says READY=1 first.
+        # (result 'protocol'): a night that ends before its loop ran says READY=1 first.
         if not self.ready_sent:
-            self.ready("stopping before the first attempt")
+            self.ready(why)
         self.send("STOPPING=1")
 
     @property

@@ -1,8 +1,9 @@
 """`overnight-agent run` under a service manager, or without one.
 
 Owns: knowing which service manager runs us (systemd, launchd, or none), and what that changes
-for a night: detaching (`--detach`, only without a manager), who announces a failed night
-(see `alerts`), and the exit status under launchd. Must not: run the night itself (`night`
+for a night: detaching (`--detach`, only without a manager), whether a start is the operator's
+own (`systemctl start`: the night runs even outside the night window) or a timer's, who
+announces a failed night (see `alerts`), and the exit status under launchd. Must not: run the night itself (`night`
 does) or talk to the manager (`notify` sends systemd's READY/WATCHDOG, `journald` writes the
 journal).
 
@@ -11,6 +12,7 @@ launchd cannot be told which exit statuses not to restart (systemd's units list 
 config would be retried every ThrottleInterval all night. So under launchd `run` prints the
 error as usual (and announces a config error), then exits 0.
 """
+import dataclasses
 import os
 import sys
 from typing import Optional
@@ -37,6 +39,10 @@ def manager(env=None, stderr=None) -> Optional[str]:
 def run_night(request: night.RunRequest, detach: bool = False, env=None) -> int:
     env = os.environ if env is None else env
     under = manager(env)
+    if under == "systemd" and not env.get("TRIGGER_UNIT"):
+        # `systemctl start` by hand: systemd names the timer (or path unit) in TRIGGER_UNIT for
+        # every start it triggers, automatic restarts of that start included.
+        request = dataclasses.replace(request, by_hand=True)
     if detach:
         if under:
             raise UsageError(f"--detach: refused under {under}, which runs `run` in the foreground "

@@ -144,6 +144,8 @@ class Supervisor:
             self._journal("resumed after a supervisor restart" if self.session.restarts
                           else f"night started; deadline {self.session.deadline}")
             self._save(state.BACKOFF)
+            # Set up (lock, worktrees, leftovers stopped): systemd may call the unit active.
+            self.notifier.ready(self._status_text())
             while self.phase != DONE:
                 self._dispatch_signals()
                 faults.point("loop.tick")
@@ -456,7 +458,6 @@ class Supervisor:
         self.log.info("attempt.started", attempt=number, kind=kind, prompt=prompt_kind,
                       thread_id=session.thread_id, pid=popen.pid,
                       output="written by the agent" if direct else "piped")
-        self.notifier.ready(self._status_text())  # once: this process's first attempt (a restart's too)
 
     def _pending_messages(self) -> List[dict]:
         """The operator's messages not yet put into a prompt (see `tell`)."""
@@ -614,6 +615,7 @@ class Supervisor:
         self._journal(f"night {final_state}: {reason}; {len(session.attempts)} attempts, "
                       f"{session.restarts} supervisor restarts")
         self._save(final_state)
+        self.notifier.status(f"night {final_state}: {reason}")
         self.log.info(f"night.{final_state}", reason=reason, attempts=len(session.attempts),
                       thread_id=session.thread_id)
         self.phase = DONE

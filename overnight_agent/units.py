@@ -10,8 +10,8 @@ at the machine (`install` gathers the values and does the effects).
 packaging` rewrites them; a test checks they are current).
 
 Why each service setting:
-- `Type=notify`, `NotifyAccess=main`: the unit is `active` once the first attempt started
-  (READY=1 from the supervisor's main loop, never from a helper process).
+- `Type=notify`, `NotifyAccess=main`: the unit is `active` once the night is set up (READY=1
+  from the supervisor's main loop as it starts, never from a helper process).
 - `WatchdogSec=`: the main loop pings every pass; a loop stuck longer is killed (SIGABRT) and
   restarted, and the restart resumes the same thread. It must outlast the longest blocking step
   of a pass (a checkpoint commit on a large repository): minutes, not seconds.

@@ -3,6 +3,7 @@
 needed (tests/test_systemd.py runs the same code under a real manager).
 """
 import array
+import datetime as dt
 import json
 import os
 import signal
@@ -10,12 +11,14 @@ import socket
 import struct
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 import structlog
 import structlog.testing
+import yaml
 
 from overnight_agent import alerts, config, journald, logs, notify, service
 
@@ -167,23 +170,55 @@ def test_ready_is_sent_once_and_before_stopping(tmp_path, monkeypatch):
     notifier.stopping()
     assert drain(sock) == ["READY=1\nSTATUS=running attempt 2", "STOPPING=1"]
     early = notify.Notifier({"NOTIFY_SOCKET": path})
-    early.stopping()  # a night that ends before its first attempt: READY first, or 'protocol'
-    assert drain(sock) == ["READY=1\nSTATUS=stopping before the first attempt", "STOPPING=1"]
+    early.stopping()  # a night that ends before its loop ran: READY first, or 'protocol'
+    assert drain(sock) == ["READY=1\nSTATUS=stopping before the night started", "STOPPING=1"]
     sock.close()
 
 
-def test_a_start_outside_the_night_window_exits_cleanly_for_systemd(tmp_path):
+def outside_window_config(tmp_path):
+    now = time.localtime()
+    return helpers.write_config(tmp_path / "c.yaml", tmp_path, schedule={
+        "window_start": f"{(now.tm_hour + 2) % 24:02d}:00", "deadline": f"{(now.tm_hour + 3) % 24:02d}:00"})
+
+
+def test_a_timer_start_outside_the_night_window_exits_cleanly_and_says_when(tmp_path):
     path, sock = notify_socket(tmp_path)
     repo = helpers.make_repo(tmp_path / "repo")
-    now = time.localtime()
-    shut = f"{(now.tm_hour + 2) % 24:02d}:00"
-    cfg = helpers.write_config(tmp_path / "c.yaml", tmp_path,
-                               schedule={"window_start": shut, "deadline": f"{(now.tm_hour + 3) % 24:02d}:00"})
+    cfg = outside_window_config(tmp_path)
     proc = helpers.run_cli("run", "--repo", str(repo), "--config", str(cfg),
-                           env_extra={"NOTIFY_SOCKET": path})
+                           env_extra={"NOTIFY_SOCKET": path, "TRIGGER_UNIT": "overnight-agent.timer"})
     assert proc.returncode == 0 and "outside the night window" in proc.stderr
-    assert drain(sock) == ["READY=1\nSTATUS=stopping before the first attempt", "STOPPING=1"]
+    ready, stopping = drain(sock)
+    assert ready.startswith("READY=1\nSTATUS=outside the night window (") and "the next one opens at" in ready
+    assert stopping == "STOPPING=1"
+    assert helpers.read_session(tmp_path) is None  # no night was made
     sock.close()
+
+
+def test_a_start_by_hand_under_systemd_runs_even_outside_the_night_window(tmp_path):
+    """The field case: `systemctl --user start` by day. systemd sets no TRIGGER_UNIT, so the
+    night runs now, to the configured deadline, and says READY once it is set up."""
+    path, sock = notify_socket(tmp_path)
+    repo = helpers.make_repo(tmp_path / "repo")
+    cfg = outside_window_config(tmp_path)
+    helpers.write_scenario(tmp_path, [[{"message": "working"}, {"hang": True}]])
+    mark = uuid.uuid4().hex
+    proc = helpers.start_run(repo, cfg, mark, env_extra={"NOTIFY_SOCKET": path})
+    try:
+        session = helpers.wait_session(tmp_path, lambda s: s["state"] == "running", what="the night running")
+        sent = drain(sock)
+        ready = [i for i, m in enumerate(sent) if m.startswith("READY=1")]
+        assert len(ready) == 1 and sent[ready[0]].startswith("READY=1\nSTATUS=backoff attempt 0"), sent
+        assert any(m.startswith("STATUS=running attempt 1") for m in sent[ready[0]:]), sent
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(proc)
+        sock.close()
+    assert code == 0, err[-2000:]
+    deadline = dt.datetime.fromisoformat(session["deadline"])
+    assert deadline.strftime("%H:%M") == yaml.safe_load(cfg.read_text())["schedule"]["deadline"]
+    assert 2 * 3600 - 60 < (deadline - dt.datetime.now(deadline.tzinfo)).total_seconds() <= 3 * 3600
+    helpers.assert_no_agent_processes(mark, helpers.tag_prefix(tmp_path / "run"))
 
 
 def test_the_service_manager_is_recognised():

@@ -58,13 +58,22 @@ def window_around_now() -> dict:
     return {"window_start": start.strftime("%H:%M"), "deadline": end.strftime("%H:%M")}
 
 
-def make_rig(lab: Lab, base: Path, scenario, **config) -> Rig:
+def window_away_from_now() -> dict:
+    """A night window (and a timer time inside it) that opens two hours from now."""
+    now = dt.datetime.now()
+    return {"window_start": (now + dt.timedelta(hours=2)).strftime("%H:%M"),
+            "deadline": (now + dt.timedelta(hours=3)).strftime("%H:%M"),
+            "at": (now + dt.timedelta(hours=2, minutes=10)).strftime("%H:%M")}
+
+
+def make_rig(lab: Lab, base: Path, scenario, at=None, **config) -> Rig:
     repo = helpers.make_repo(base / "repo")
     schedule = {**window_around_now(), **config.pop("schedule", {})}
     cfg = helpers.write_config(base / "overnight.yaml", base, schedule=schedule, **config)
     helpers.write_scenario(base, scenario)
     mark = uuid.uuid4().hex
-    out = lab.run([OA, "install", "--systemd", "--repo", str(repo), "--config", str(cfg)]).stdout
+    out = lab.run([OA, "install", "--systemd", "--repo", str(repo), "--config", str(cfg),
+                   *(["--at", at] if at else [])]).stdout
     lab.drop_in(SERVICE, "test", f"""\
         [Service]
         WatchdogSec=2s
@@ -160,9 +169,55 @@ def test_the_unit_stays_activating_until_ready(lab, tmp_path):
     lab.wait_state(SERVICE, "active")
     session = rig.session()  # the same night, resumed; its first attempt
     assert session["restarts"] == 1 and [a["kind"] for a in session["attempts"]] == ["start"]
-    status = lab.show(SERVICE, "StatusText")["StatusText"]
-    assert status.startswith(("running attempt 1", "backoff attempt 1")), status
+    status = helpers.wait_for(lambda: lab.show(SERVICE, "StatusText")["StatusText"].startswith(
+        "running attempt 1"), what="STATUS= of the first attempt")
+    assert status
     rig.stop_and_prove_nothing_is_left()
+
+
+def test_a_start_by_hand_outside_the_night_window_becomes_active_and_stays_so(lab, tmp_path):
+    """The field case: `systemctl --user start` by day, with a night window that opens later.
+    The unit becomes active (running) once set up, with a STATUS=, keeps pinging its watchdog,
+    and stops cleanly; the night runs to the configured deadline."""
+    window = window_away_from_now()
+    at = window.pop("at")
+    rig = make_rig(lab, tmp_path, [HANG], at=at, schedule=window)
+    rig.start()
+    lab.wait_state(SERVICE, "active")
+    helpers.wait_for(lambda: lab.show(SERVICE, "StatusText")["StatusText"].startswith("running attempt 1"),
+                     what="STATUS= of the first attempt")
+    shown = lab.show(SERVICE, "SubState", "MainPID", "NRestarts")
+    pid = shown["MainPID"]
+    assert shown["SubState"] == "running" and pid != "0", shown
+    session = rig.session()
+    assert session["state"] == "running" and session["supervisor_pid"] == int(pid)
+    assert dt.datetime.fromisoformat(session["deadline"]).strftime("%H:%M") == window["deadline"]
+    time.sleep(3)  # 1.5 WatchdogSec: the pings keep it alive
+    shown = lab.show(SERVICE, "ActiveState", "MainPID", "NRestarts")
+    assert shown == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}, shown
+    rig.stop_and_prove_nothing_is_left()
+    assert lab.show(SERVICE, "Result")["Result"] == "success"
+    assert rig.session()["state"] == "stopped"
+
+
+def test_a_timer_start_outside_the_night_window_exits_cleanly_and_says_when(lab, tmp_path):
+    """A timer catching up by day (Persistent=true after a night the machine was off): a clean
+    exit that says when the next window opens; no night is made."""
+    window = window_away_from_now()
+    at = window.pop("at")
+    rig = make_rig(lab, tmp_path, [HANG], at=at, schedule=window)
+    fire = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+    lab.drop_in(TIMER, "test", f"[Timer]\nOnCalendar=\nOnCalendar=*-*-* {fire:%H:%M:%S} UTC\nAccuracySec=1us\n")
+    lab.systemctl("daemon-reload")
+    lab.systemctl("restart", TIMER)
+    helpers.wait_for(lambda: lab.show(SERVICE, "ExecMainExitTimestamp")["ExecMainExitTimestamp"]
+                     not in ("", "n/a"), timeout=15, what="the started night exiting")
+    lab.wait_state(SERVICE, "inactive", timeout=15)
+    shown = lab.show(SERVICE, "Result", "ExecMainStatus", "StatusText", "NRestarts")
+    assert shown["Result"] == "success" and shown["ExecMainStatus"] == "0", shown
+    assert shown["StatusText"].startswith(f"outside the night window ({window['window_start']}-"), shown
+    assert rig.session() is None
+    helpers.assert_no_agent_processes(rig.mark, helpers.tag_prefix(rig.run_root))
 
 
 def test_a_blocked_main_loop_is_killed_by_the_watchdog_and_the_restart_resumes_the_thread(lab, tmp_path):
