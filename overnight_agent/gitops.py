@@ -7,7 +7,7 @@ repository), rewrite the repository's config or hooks, or run anything destructi
 import os
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .exitcodes import ConfigError, OvernightError
 
@@ -22,21 +22,23 @@ class GitError(OvernightError):
 
 
 def git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dict[str, str]] = None,
-        identity: Optional[Dict[str, str]] = None) -> str:
-    """Run git in `cwd`; stdout stripped. Raises GitError with git's own message."""
+        identity: Optional[Dict[str, str]] = None, input: Optional[str] = None,
+        raw: bool = False) -> str:
+    """Run git in `cwd`; stdout stripped (as it is with `raw`). Raises GitError with git's own
+    message."""
     cmd = ["git"]
     for key, value in (identity or {}).items():
         cmd += ["-c", f"user.{key}={value}"]
     cmd += list(args)
     full_env = dict(os.environ if env is None else env)
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, capture_output=True, text=True,
+                          **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
     if check and proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()
         raise GitError(f"git {' '.join(args)} (in {cwd}): {message[-1] if message else proc.returncode}",
                        stderr=proc.stderr or proc.stdout)
-    return proc.stdout.strip()
+    return proc.stdout if raw else proc.stdout.strip()
 
 
 def primary_root(path: Path) -> Path:
@@ -136,24 +138,48 @@ def current_branch(worktree: Path) -> Optional[str]:
     return name or None
 
 
-def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str]) -> Optional[str]:
-    """Commit uncommitted work in `worktree` as a marked checkpoint; None when it is clean.
+def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str],
+               screen: Optional[Callable[[Path, List[str]], Dict[str, List[str]]]] = None
+               ) -> Tuple[Optional[str], Dict[str, List[str]]]:
+    """Commit uncommitted work in `worktree` as a marked checkpoint: (the commit or None when
+    there was nothing to commit, the files left out).
 
     Commits on the checked-out `overnight/*` branch; anything else (a detached HEAD, a foreign
-    branch) gets a new `overnight/checkpoint_<run_id>` branch first.
+    branch) gets a new `overnight/checkpoint_<run_id>` branch first. `screen(worktree, changed)`
+    names the changed files that must not be committed (a secret in them), before anything is
+    added, so not even a loose object holds them: they stay in the work tree as they are.
     """
-    if not git(["status", "--porcelain"], worktree):
-        return None
+    changed = changed_paths(worktree)
+    if not changed:
+        return None, {}
+    left_out = screen(worktree, changed) if screen is not None else {}
+    keep = [p for p in changed if p not in left_out]
+    if not keep:
+        return None, left_out
     branch = current_branch(worktree)
     if not branch or not branch.startswith("overnight/"):
         branch = f"overnight/checkpoint_{run_id}"
         git(["switch", "-c", branch], worktree)
-    git(["add", "-A"], worktree)
+    literal = dict(os.environ, GIT_LITERAL_PATHSPECS="1")  # a path is a path, not a glob
+    git(["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], worktree, env=literal,
+        input="\0".join(keep))
+    for path in left_out:  # staged earlier by the agent itself: out of this commit too
+        git(["restore", "--staged", "--", path], worktree, env=literal, check=False)
+    if not git(["diff", "--cached", "--name-only"], worktree):
+        return None, left_out
     git(["commit", "--no-verify", "-q", "-m",
          f"checkpoint: uncommitted work at the deadline (overnight-agent run {run_id})\n\n"
          "Saved automatically by the supervisor; review before merging."],
         worktree, identity=identity)
-    return rev(worktree, "HEAD")
+    return rev(worktree, "HEAD"), left_out
+
+
+def changed_paths(worktree: Path) -> List[str]:
+    """Every path (relative to `worktree`) that differs from HEAD: staged, changed, untracked
+    (not ignored), deleted; both sides of a staged rename."""
+    out = git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"], worktree,
+              raw=True)  # each entry starts with its two status columns, a space among them
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
 
 def ensure_ignored(repo: Path, path: Path) -> Optional[str]:

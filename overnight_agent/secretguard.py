@@ -39,6 +39,29 @@ def staged_secrets(worktree: Path, rel_paths: Sequence[str],
     return found
 
 
+def changed_secrets(worktree: Path, rel_paths: Sequence[str],
+                    env: Optional[Mapping[str, str]] = None) -> Dict[str, List[str]]:
+    """Kinds of secret in what the work tree adds to `rel_paths` over HEAD (a new file's whole
+    content, a changed file's added lines), read without writing anything to git's store."""
+    redactor = redact.Redactor(os.environ if env is None else env)
+    found: Dict[str, List[str]] = {}
+    for rel in rel_paths:
+        path = worktree / rel
+        if not path.is_file() or path.is_symlink():
+            continue  # deleted (nothing added), or a link (its target is not committed)
+        if _in_head(worktree, rel):
+            diff = gitops.git(["diff", "--no-color", "--no-ext-diff", "--text", "-U0", "HEAD",
+                               "--", rel], worktree, env=dict(os.environ, GIT_LITERAL_PATHSPECS="1"))
+            text = "\n".join(line[1:] for line in diff.splitlines()
+                             if line.startswith("+") and not line.startswith("+++"))
+        else:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        kinds = redactor.scan(text)
+        if kinds:
+            found[rel] = kinds
+    return found
+
+
 def restore(worktree: Path, rel_paths: Sequence[str]) -> None:
     """Put `rel_paths` back as HEAD has them, in the index and the work tree; a file HEAD does
     not have is removed."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional
 
-from . import faults, filewatch, gc, gitops, journal, redact, tell, policy, procs, prompt, state, timeparse
+from . import (faults, filewatch, gc, gitops, journal, policy, procs, prompt, redact, secretguard, state,
+               tell, timeparse)
 from .agents import base
 from .agents.base import AttemptView, Backend
 from .agents.codex import is_network_wait
@@ -599,15 +600,7 @@ class Supervisor:
         self._check_guard()
         worktree = Path(session.session_worktree)
         if final_state in (state.FINISHED, state.FAILED):
-            try:
-                sha = gitops.checkpoint(worktree, session.run_id, self.identity)
-            except gitops.GitError as exc:
-                sha = None
-                self.log.error("checkpoint.failed", error=str(exc))
-            if sha:
-                session.note("checkpoint", timeparse.iso(self.now()), commit=sha,
-                             branch=gitops.current_branch(worktree))
-                self.log.info("checkpoint.committed", commit=sha)
+            self._checkpoint(worktree)
         if self.redactor is not None and self.redactor.count:
             session.note("redacted", timeparse.iso(self.now()), where="agent output and logs",
                          count=self.redactor.count, kinds=sorted(self.redactor.counts))
@@ -619,6 +612,32 @@ class Supervisor:
         self.log.info(f"night.{final_state}", reason=reason, attempts=len(session.attempts),
                       thread_id=session.thread_id)
         self.phase = DONE
+
+    def _checkpoint(self, worktree: Path) -> None:
+        """Commit what the agent left uncommitted, except files holding a secret: those stay in
+        the work tree, uncommitted, and are recorded (names and kinds, never values)."""
+        session = self.session
+        env = {**os.environ, **self.env}  # the provider's key among the secrets looked for
+        try:
+            sha, left_out = gitops.checkpoint(
+                worktree, session.run_id, self.identity,
+                screen=lambda tree, paths: secretguard.changed_secrets(tree, paths, env))
+        except gitops.GitError as exc:
+            self.log.error("checkpoint.failed", error=str(exc))
+            return
+        if left_out:
+            files = sorted(left_out)
+            kinds = sorted({kind for found in left_out.values() for kind in found})
+            # Recorded once, in the state (the report counts it there); the log line says so too.
+            session.note("checkpoint.refused", timeparse.iso(self.now()), files=files, kinds=kinds)
+            self.log.warning("checkpoint.left_out", files=files, kinds=kinds)
+            self._journal(f"checkpoint left out {len(files)} file(s) that hold a secret "
+                          f"({', '.join(kinds)}): {', '.join(files)}; they stay uncommitted in "
+                          f"{worktree}")
+        if sha:
+            session.note("checkpoint", timeparse.iso(self.now()), commit=sha,
+                         branch=gitops.current_branch(worktree))
+            self.log.info("checkpoint.committed", commit=sha)
 
     # --- the agent's output ------------------------------------------------------------------------
 

@@ -81,3 +81,69 @@ def test_planted_secrets_reach_no_log_journal_or_git_object(night):
             assert secret.encode() not in path.read_bytes(), f"{secret!r} in {path}"
     redacted = [e for e in session["events"] if e["event"] == "redacted"]
     assert redacted and redacted[0]["count"] >= 2 * len(FORMS)
+
+
+def test_the_deadline_checkpoint_leaves_out_a_file_holding_a_secret_and_the_report_says_so(night):
+    """Field defect: the checkpoint at the deadline ran `git add -A` and `commit --no-verify`,
+    committing an uncommitted creds.ini with an AWS-shaped key, and the report said 0 refused.
+    The checkpoint now screens the staged set: a file holding a secret (a token shape, or the
+    value of a secret in the supervisor's environment) stays uncommitted in the work tree, and
+    the state, the journal and the report say which file and what kind, never the value."""
+    key_id, key = "AKIA5HXQ2Z3K7PLM4RTW", "9s8Kd7Lm2Np4Qr6St8Uv0Wx2Yz4Ab6Cd8Ef0Gh2I"
+    provider_key = "q7Hs9Lk2Mn4Pb6Vc8Xz0Rt3Wy5Ue1Io"  # no known shape: found as the variable's value
+    creds = f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {key}\n"
+    night.scenario([{"write_file": {"path": "notes.md", "text": "work in progress\n"}},
+                    {"write_file": {"path": "creds.ini", "text": creds}},
+                    {"write_file": {"path": "src/settings.py", "text": f"KEY = '{provider_key}'\n"}},
+                    {"hang": True}])
+    proc = night.start("--hours", str(4 / 3600), env_extra={"MY_SERVICE_TOKEN": provider_key})
+    code, out, err = helpers.finish(proc, timeout=60)
+    assert code == 0, err[-3000:]
+    session = night.session()
+    worktree = Path(session["session_worktree"])
+    committed = helpers.git(worktree, "show", "--name-only", "--format=%s", "HEAD").splitlines()
+    assert committed[0].startswith("checkpoint:") and "notes.md" in committed
+    assert "creds.ini" not in committed and "src/settings.py" not in committed
+    # Left where the agent wrote them, untouched and uncommitted.
+    assert (worktree / "creds.ini").read_text() == creds
+    assert (worktree / "src" / "settings.py").read_text() == f"KEY = '{provider_key}'\n"
+    status = helpers.git(worktree, "status", "--porcelain", "--untracked-files=all")
+    assert "?? creds.ini" in status and "?? src/settings.py" in status
+    objects = git_objects(night.repo)
+    for secret in (key_id, key, provider_key):
+        assert secret.encode() not in objects
+    refused = [e for e in session["events"] if e["event"] == "checkpoint.refused"]
+    assert len(refused) == 1 and refused[0]["files"] == ["creds.ini", "src/settings.py"], refused
+    assert "aws_access_key_id" in refused[0]["kinds"] and "env:MY_SERVICE_TOKEN" in refused[0]["kinds"], refused
+    summary = Path(session["exec_summary_log"]).read_text()
+    assert "checkpoint left out 2 file(s) that hold a secret" in summary and "creds.ini" in summary
+    report = (night.run_root / "runs" / session["run_id"] / "report.md").read_text()
+    assert "1 refused" in report and "checkpoint.refused" in report and "creds.ini" in report
+    for text in (report, summary, out, err, json.dumps(session)):
+        for secret in (key_id, key, provider_key):
+            assert secret not in text
+
+
+def test_the_checkpoint_takes_every_other_change_by_its_literal_path(tmp_path):
+    from overnight_agent import gitops, secretguard
+    repo = helpers.make_repo(tmp_path / "repo", {"README.md": "# r\n", "old.txt": "old\n", "keep.py": "x = 1\n"})
+    helpers.git(repo, "switch", "-q", "-c", "overnight/work")
+    (repo / "keep.py").write_text("x = 2\n")
+    (repo / "old.txt").unlink()
+    (repo / "we[i]rd *name.txt").write_text("glob characters\n")
+    (repo / "a b").mkdir()
+    (repo / "a b" / "c.txt").write_text("spaces\n")
+    (repo / "*.txt").write_text("a literal star\n")
+    (repo / "staged.env").write_text("GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789\n")
+    helpers.git(repo, "add", "staged.env")  # the agent staged it itself
+    sha, left_out = gitops.checkpoint(repo, "r1", {"name": "T", "email": "t@example.invalid"},
+                                      screen=lambda tree, paths: secretguard.changed_secrets(tree, paths, {}))
+    assert left_out == {"staged.env": ["github"]}
+    assert helpers.git(repo, "rev-parse", "HEAD") == sha
+    changed = helpers.git(repo, "show", "--name-status", "--format=", "HEAD").splitlines()
+    assert sorted(changed) == sorted(["M\tkeep.py", "D\told.txt", "A\twe[i]rd *name.txt", "A\ta b/c.txt",
+                                      "A\t*.txt"]), changed
+    assert helpers.git(repo, "status", "--porcelain") == "?? staged.env"
+    assert gitops.checkpoint(repo, "r1", {"name": "T", "email": "t@example.invalid"},
+                             screen=lambda tree, paths: secretguard.changed_secrets(tree, paths, {})) \
+        == (None, {"staged.env": ["github"]})
