@@ -155,6 +155,8 @@ def cmd_check_config(args) -> int:
                 "paths": {k: str(v) for k, v in vars(loaded.paths).items()},
                 "sandbox": loaded.sandbox}
     print(yaml.safe_dump(resolved, sort_keys=False), end="")
+    for line in config.warnings(loaded):
+        print(f"overnight-agent: warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -356,16 +356,22 @@ DEFAULT_FORBIDDEN_COMMANDS = [
 ]
 
 
+DEFAULTS_ENTRY = "default"   # in a list setting: the setting's default entries, in its place
+
+
 def _command_prefixes(value):
     import shlex
-    items = _string_list(value)
-    for item in items:
-        try:
-            tokens = shlex.split(item)
-        except ValueError as exc:
-            raise ValueError(f"{item!r} is not a command ({exc})") from None
-        if not tokens:
-            raise ValueError("an empty command would forbid everything")
+    items = []
+    for item in _string_list(value):
+        for command in (DEFAULT_FORBIDDEN_COMMANDS if item.strip() == DEFAULTS_ENTRY else [item]):
+            try:
+                tokens = shlex.split(command)
+            except ValueError as exc:
+                raise ValueError(f"{command!r} is not a command ({exc})") from None
+            if not tokens:
+                raise ValueError("an empty command would forbid everything")
+            if command not in items:
+                items.append(command)
     return items
 
 
@@ -374,10 +380,18 @@ class GuardConfig:
     forbidden_commands: List[str] = setting(
         _command_prefixes, DEFAULT_FORBIDDEN_COMMANDS,
         "command prefixes codex refuses for the agent (deploys, releases, publishing, secret "
-        "rotation); a speed bump, not a sandbox. Setting it replaces the default list")
+        "rotation); a speed bump, not a sandbox. Setting it replaces the default list unless it "
+        "holds the entry `default`; to add to the defaults use extra_forbidden_commands")
+    extra_forbidden_commands: List[str] = setting(
+        _command_prefixes, [], "command prefixes refused in addition to forbidden_commands "
+        "(e.g. your own release script)")
     agent_identity: bool = setting(
         _boolean, True, "the agent's own commits carry repo.git_identity, so its ref updates can be "
         "told from the operator's")
+
+    def forbidden(self) -> List[str]:
+        """Every command prefix refused: the list and its extras, each once."""
+        return list(dict.fromkeys([*self.forbidden_commands, *self.extra_forbidden_commands]))
 
 
 def _optional_argv(value):
@@ -631,6 +645,35 @@ def load(config_path: Optional[Path], repo_root: Path) -> Loaded:
             from .prompt import PLACEHOLDERS
             _validate_template(resolve_path(repo_root, value), f"codex.{key}", str(source_path), PLACEHOLDERS)
     return Loaded(cfg, Path(source_path) if source_path else None, paths)
+
+
+def warnings(loaded: Loaded) -> List[str]:
+    """One line per setting that is valid but probably not what was meant: today, a list whose
+    default entries the config drops (a fence weakened by writing its list out)."""
+    source = str(loaded.source or "<defaults>")
+    found = []
+    for key, default, _doc in describe():
+        if not isinstance(default, list) or not default:
+            continue
+        section, name = key.rsplit(".", 1) if "." in key else ("", key)
+        value = loaded.config
+        for part in key.split("."):
+            value = getattr(value, part)
+        extra = getattr(_section(loaded.config, section), f"extra_{name}", [])
+        dropped = [d for d in default if d not in value and d not in extra]
+        if dropped:
+            shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+            found.append(
+                f"{source}: {key}: drops {len(dropped)} of its {len(default)} default entries "
+                f"({shown}); to extend the defaults, list additions under {section + '.' if section else ''}"
+                f"extra_{name} or add `- {DEFAULTS_ENTRY}` to the list")
+    return found
+
+
+def _section(cfg: Any, dotted: str) -> Any:
+    for part in filter(None, dotted.split(".")):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def to_plain(cfg: Any) -> Dict[str, Any]:

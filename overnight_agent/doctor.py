@@ -87,6 +87,8 @@ class Doctor:
             self.add(FAIL, "config", str(exc))
             return False
         self.add(OK, "config", str(self.loaded.source or "built-in defaults (no config file)"))
+        for line in config.warnings(self.loaded):
+            self.add(WARN, "config", line)
         return True
 
     def check_agent(self) -> None:

@@ -706,7 +706,7 @@ def prepare(repo_root: Path, run_dir: Path, codex_home: Path, session, config, *
     for path in worktrees:
         worktree_names += [path, path + "/", os.path.relpath(path, session.session_worktree)]
     rules = render_rules(git_programs=git_programs(), dirs=dirs, branches=branches, refs=refs,
-                         worktrees=worktree_names, forbidden_commands=config.guard.forbidden_commands,
+                         worktrees=worktree_names, forbidden_commands=config.guard.forbidden(),
                          tool=tool, run_id=session.run_id, own_branches=sorted(created))
     rules_file = write_rules(codex_home, rules)
 

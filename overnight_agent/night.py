@@ -67,6 +67,8 @@ def load_for(request: RunRequest) -> config.Loaded:
 def run(request: RunRequest, log=None) -> int:
     loaded = load_for(request)
     log = log or logs.get()
+    for warning in config.warnings(loaded):
+        log.warning("config.warning", message=warning)
     paths = loaded.paths
     with InstanceLock(paths.lock_file):
         now = timeparse.local_now()

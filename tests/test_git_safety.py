@@ -379,3 +379,11 @@ def test_the_tools_own_journal_commits_pass_the_guards(tmp_path):
     log = git(night.repo, "log", "--format=%s", "overnight/ops-journal")
     assert "ops: summary (agent)" in log and "ops: question for the operator" in log
     assert night.guard.after_attempt(before).clean
+
+
+def test_extra_forbidden_commands_join_the_defaults_in_codex_rules(tmp_path):
+    night = make_night(tmp_path / "n", config_text=(
+        "version: 2\nguard:\n  extra_forbidden_commands: [python3 scripts/release.py]\n"))
+    rules = night.guard.rules_file.read_text()
+    assert 'forbid(["python3", "scripts/release.py"], ' in rules
+    assert 'forbid(["npm", "publish"], ' in rules and 'forbid(["terraform", "destroy"], ' in rules

@@ -252,3 +252,45 @@ def test_validate_with_a_bad_base_is_a_usage_error(tmp_path):
     repo = excel_diff_repo(tmp_path / "r")
     result = validate(repo, "--base", "no-such-ref")
     assert result.returncode == 2 and "'no-such-ref' is not a commit" in result.stderr
+
+
+# --- the forbidden commands: extended, not replaced by accident ----------------------------------
+
+def loaded_from(tmp_path, text: str) -> config.Loaded:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return config.load(path, tmp_path)
+
+
+def test_forbidden_commands_extend_the_defaults_with_extras_or_a_default_entry(tmp_path):
+    defaults = config.DEFAULT_FORBIDDEN_COMMANDS
+    extra = loaded_from(tmp_path, "version: 2\nguard:\n  extra_forbidden_commands: [python3 scripts/release.py]\n")
+    assert extra.config.guard.forbidden() == [*defaults, "python3 scripts/release.py"]
+    entry = loaded_from(tmp_path, "version: 2\nguard:\n  forbidden_commands: [default, ./ship.sh, npm publish]\n")
+    assert entry.config.guard.forbidden() == [*defaults, "./ship.sh"]  # each once, in order
+    for loaded in (extra, entry):
+        assert config.warnings(loaded) == []
+
+
+def test_a_forbidden_list_that_drops_defaults_is_warned_about(tmp_path):
+    loaded = loaded_from(tmp_path, "version: 2\nguard:\n  forbidden_commands: [npm publish, ./ship.sh]\n")
+    assert loaded.config.guard.forbidden() == ["npm publish", "./ship.sh"]  # what was asked for
+    (warning,) = config.warnings(loaded)
+    dropped = len(config.DEFAULT_FORBIDDEN_COMMANDS) - 1
+    assert warning.startswith(f"{tmp_path / 'c.yaml'}: guard.forbidden_commands: drops {dropped} of its "
+                              f"{dropped + 1} default entries (npm unpublish, yarn publish, ")
+    assert "guard.extra_forbidden_commands" in warning and "`- default`" in warning
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    result = subprocess.run([*TOOL, "check-config", str(tmp_path / "c.yaml"), "--repo", str(repo)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == f"overnight-agent: warning: {warning}\n", result.stderr
+
+
+def test_the_example_config_keeps_every_default_forbidden_command(tmp_path):
+    loaded = config.load(EXAMPLE, tmp_path)
+    forbidden = loaded.config.guard.forbidden()
+    assert forbidden[:len(config.DEFAULT_FORBIDDEN_COMMANDS)] == config.DEFAULT_FORBIDDEN_COMMANDS
+    assert forbidden[-1] == "python3 scripts/release.py"
+    assert config.warnings(loaded) == []
