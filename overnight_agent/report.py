@@ -200,12 +200,24 @@ def _headline(facts: Facts) -> Dict[str, str]:
                  else f"{timeparse.format_duration(view.evidence.age_seconds)} ago ({view.evidence.source})"
                  if view.live else f"at {_clock(view.evidence.at)} ({view.evidence.source})"),
         "questions": f"{len(view.open_questions)} open",
+        "validation": _validation_headline(view),
         "secrets": f"{refused} refused, {redacted} redacted in the journal and logs, "
                    f"{facts.redactions} in this report",
     }
 
 
 # --- Markdown ---------------------------------------------------------------------------------
+
+def _validation_headline(view: status.View) -> str:
+    worked = [b for b in view.branches if b.commits]
+    unchecked = [b.name for b in worked if b.needs_review]
+    if not worked:
+        return "no branch has commits to validate"
+    if not unchecked:
+        return f"every branch with commits passed on its tip ({len(worked)})"
+    return (f"{len(unchecked)} of {len(worked)} branches with commits NOT VALIDATED on their tip: "
+            + ", ".join(unchecked))
+
 
 def _md_cell(text) -> str:
     """One line of text the agent wrote, inert in Markdown: no table breaks, links, images or HTML."""
@@ -225,7 +237,7 @@ def markdown(facts: Facts) -> str:
            "## At a glance", ""]
     labels = {"state": "State", "window": "Night", "attempts": "Attempts", "restarts": "Restarts",
               "work": "Work", "tokens": "Tokens", "questions": "Questions", "secrets": "Secrets",
-              "life": "Last sign of life"}
+              "life": "Last sign of life", "validation": "Validation"}
     out += [f"- **{labels[k]}:** {v}" for k, v in head.items()]
 
     out += ["", "## Questions for the operator", ""]
@@ -240,7 +252,12 @@ def markdown(facts: Facts) -> str:
         out += [f"### `{b.name}`", "",
                 f"{len(b.commits)} commit{'s' if len(b.commits) != 1 else ''} this night; "
                 f"{b.shortstat or 'no changes against the base'}"
-                + "".join(f"; {t}" for t in tags if t), ""]
+                + "".join(f"; {t}" for t in tags if t), "",
+                f"Validation: {status.validation_line(b)}", ""]
+        if b.validations:
+            out += ["| validated | result |", "|---|---|"]
+            out += [f"| {_clock(v.at)} | {_md_cell(v.describe())} |" for v in b.validations]
+            out.append("")
         if b.commits:
             out += ["| commit | time | subject |", "|---|---|---|"]
             out += [f"| `{c.sha[:10]}` | {_clock(c.at)} | {_md_cell(c.subject)} |" for c in b.commits]
@@ -367,6 +384,8 @@ code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, mono
 .stat { color: var(--muted); font-size: 13px; }
 .add { color:#2e7d32; } .del { color:#c62828; }
 table.files { width: auto; } table.files td { padding: 2px 8px; border: 0; }
+table.validations { width: auto; margin: 4px 0 8px; } table.validations td { padding: 2px 8px; border: 0; }
+tr.validation.good td:last-child { color:#1b5e20; } tr.validation.bad td:last-child { color:#c62828; }
 table.files td:first-child { padding-right: 28px; }
 .bar { height: 8px; background: var(--accent); border-radius: 4px; min-width: 1px; }
 .legend { display:flex; flex-wrap: wrap; gap: 6px 16px; font-size: 13px; color: var(--muted); margin-top: 8px; }
@@ -404,8 +423,8 @@ at <code>{_e(s.base_commit[:10])}</code>
 · report written {_e(_local(facts.generated_at, '%Y-%m-%d %H:%M:%S %Z'))}</p>
 <section class="cards" id="glance">"""]
     labels = (("window", "Night"), ("attempts", "Attempts"), ("work", "Work"), ("questions", "Questions"),
-              ("restarts", "Restarts"), ("tokens", "Tokens"), ("secrets", "Secrets"),
-              ("life", "Last sign of life"))
+              ("validation", "Validation"), ("restarts", "Restarts"), ("tokens", "Tokens"),
+              ("secrets", "Secrets"), ("life", "Last sign of life"))
     parts += [f'<div class="card"><b>{_e(label)}</b><span>{_e(head[key])}</span></div>'
               for key, label in labels]
     parts.append("</section>")
@@ -442,6 +461,10 @@ at <code>{_e(s.base_commit[:10])}</code>
             tags.append('<span class="tag">not merged yet</span>')
         if any(c.checkpoint for c in b.commits):
             tags.append('<span class="tag warn">checkpoint at the deadline</span>')
+        if b.needs_review:
+            tags.append(f'<span class="tag warn">not validated: {_e(b.validation)}</span>')
+        elif b.validations:
+            tags.append('<span class="tag good">validated</span>')
         parts.append(f'<section class="branch panel" data-branch="{_e(b.name)}"><header>'
                      f'<span class="swatch" style="background:{colours.get(b.name, "#999")}"></span>'
                      f'<h3>{_e(b.name)}</h3>{"".join(tags)}'
@@ -458,6 +481,13 @@ at <code>{_e(s.base_commit[:10])}</code>
             if len(rows) > SHOWN_COMMITS:
                 parts.append(f'<details><summary>{len(rows) - SHOWN_COMMITS} older commits</summary>'
                              f'{head}<tbody>{"".join(rows[SHOWN_COMMITS:])}</tbody></table></details>')
+        if b.validations:
+            rows = "".join(f'<tr class="validation {"good" if v.ok else "bad"}"><td>{_e(_clock(v.at))}</td>'
+                           f'<td>{_e(v.describe())}</td></tr>' for v in b.validations)
+            parts.append(f'<p class="stat">Validation: {_e(status.validation_line(b))}</p>'
+                         f'<table class="validations"><tbody>{rows}</tbody></table>')
+        elif b.commits:
+            parts.append(f'<p class="stat">Validation: {_e(status.validation_line(b))}</p>')
         if b.files:
             rows = "".join(f'<tr><td><code>{_e(f.path)}</code></td>' + (
                 f'<td class="num add">+{_num(f.added)}</td><td class="num del">−{_num(f.deleted)}</td>'

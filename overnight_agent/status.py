@@ -1,8 +1,9 @@
 """What a night is doing or did: `overnight-agent status`, and the facts the morning report draws.
 
 Owns: reading one night's facts into a `View` (session.json, the age of the last sign of life,
-the `overnight/*` branches and commits made during the run, the summary lines, the questions
-for the operator, the strategy) and printing them. Works while a night is live and after it.
+the `overnight/*` branches and commits made during the run, each branch's validation records
+and whether they cover its tip, the summary lines, the questions for the operator, the
+strategy) and printing them. Works while a night is live and after it.
 Must not: take the lock, write any file, or run a git command that changes anything; a missing
 repository or journal file gives an emptier view, never an error.
 
@@ -51,6 +52,29 @@ class FileStat:
 
 
 @dataclass
+class Validation:
+    """One `overnight-agent validate` of the night (its record under `<run_dir>/validation/`)."""
+
+    at: str
+    ok: bool
+    mode: str                # "base": the branch against its base; "staged": a commit about to be made
+    branch: Optional[str]
+    head: Optional[str]      # the commit checked out then (older records lack it)
+    suites: List[Dict[str, object]] = field(default_factory=list)   # name, status, seconds
+    failed_guards: List[str] = field(default_factory=list)
+    record: str = ""
+
+    def describe(self) -> str:
+        suites = ", ".join(f"{s['name']} {s['status']}" for s in self.suites) or "no suite"
+        guards = f"; guards failed: {', '.join(self.failed_guards)}" if self.failed_guards else ""
+        return f"{'passed' if self.ok else 'FAILED'} ({self.mode}): {suites}{guards}"
+
+
+# A branch's validation, judged against its tip.
+VALIDATED, FAILED_VALIDATION, STALE, UNVALIDATED = "passed", "failed", "stale", "none"
+
+
+@dataclass
 class Branch:
     name: str
     tip: str
@@ -59,6 +83,14 @@ class Branch:
     shortstat: str = ""                                    # against the base commit
     files: List[FileStat] = field(default_factory=list)
     merged: bool = False                                   # tip reachable from the base branch
+    tip_parent: Optional[str] = None
+    validations: List[Validation] = field(default_factory=list)   # oldest first
+    validation: str = UNVALIDATED    # passed (a passing run covers the tip) | failed | stale | none
+
+    @property
+    def needs_review(self) -> bool:
+        """Commits tonight, and no passing validation of what the branch holds now."""
+        return bool(self.commits) and self.validation != VALIDATED
 
 
 @dataclass
@@ -153,6 +185,7 @@ def collect(session_path: Path, *, session: Optional[state.Session] = None,
         branches = run_branches(session, window)
     except (OSError, subprocess.SubprocessError, GitReadError) as exc:
         git_error = str(exc)
+    judge_validations(branches, validations(run_dir))
     reports = Path(session.reports_dir) if session.reports_dir else None
     return View(
         session=session, session_path=session_path, run_dir=run_dir, run_root=run_root,
@@ -305,6 +338,9 @@ def run_branches(session: state.Session, window: Tuple[dt.datetime, dt.datetime]
         branch.merged = subprocess.run(
             ["git", "merge-base", "--is-ancestor", tip, base_ref], cwd=str(repo),
             stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+        branch.tip_parent = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{tip}^"], cwd=str(repo),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True).stdout.strip() or None
         branches.append(branch)
     branches.sort(key=lambda b: (b.name != session.session_branch, b.created_at or "", b.name))
     return branches
@@ -331,6 +367,61 @@ def _created(common: Path, branch: str) -> Optional[dt.datetime]:
     if not match:
         return None
     return dt.datetime.fromtimestamp(int(match.group(1)), tz=dt.timezone.utc)
+
+
+def validations(run_dir: Path) -> List[Validation]:
+    """The night's validation records, oldest first (where `validate` writes them in a night:
+    `<run_dir>/validation/`, or `<run_dir>/agent/validation/` when that was not writable);
+    unreadable ones are skipped."""
+    found = []
+    for folder in (run_dir / "validation", run_dir / "agent" / "validation"):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            data = _json(path)
+            if not isinstance(data, dict) or not isinstance(data.get("started_at"), str):
+                continue
+            suites = [{"name": str(x.get("name")), "status": str(x.get("status")),
+                       "seconds": x.get("seconds")}
+                      for x in data.get("suites") or [] if isinstance(x, dict)]
+            failed = [str(g.get("name")) for g in data.get("guards") or []
+                      if isinstance(g, dict) and not g.get("ok", True)]
+            found.append(Validation(at=data["started_at"], ok=bool(data.get("ok")),
+                                    mode=str(data.get("mode") or "base"), branch=data.get("branch"),
+                                    head=data.get("head"), suites=suites, failed_guards=failed,
+                                    record=str(path)))
+    return sorted(found, key=lambda v: _time(v.at) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+
+
+def judge_validations(branches: List[Branch], records: List[Validation]) -> None:
+    """Give each branch its records and a verdict from the newest validation of its tip (run on
+    the tip, or on the staged set that became the tip): `passed` or `failed`; without one,
+    `failed` when the newest validation of the branch failed, `stale` when it passed before the
+    newest commits, `none` when there is none."""
+    for branch in branches:
+        branch.validations = [r for r in records if r.branch == branch.name]
+        of_tip = [r for r in branch.validations if _covers(r, branch)]
+        newest = (of_tip or branch.validations or [None])[-1]
+        if newest is None:
+            branch.validation = UNVALIDATED
+        elif not newest.ok:
+            branch.validation = FAILED_VALIDATION
+        else:
+            branch.validation = VALIDATED if of_tip else STALE
+
+
+def _covers(record: Validation, branch: Branch) -> bool:
+    if record.head is None:  # an older record: it counts when no commit came after it
+        newest = _time(branch.commits[0].at) if branch.commits else None
+        return newest is None or (_time(record.at) or newest) >= newest
+    if record.mode == "staged":
+        return record.head == branch.tip_parent
+    return record.head == branch.tip
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def summaries(session: state.Session, window: Tuple[dt.datetime, dt.datetime]) -> List[Summary]:
@@ -410,7 +501,8 @@ def to_json(view: View) -> dict:
         "supervisor_running": view.supervisor_alive,
         "live": view.live,
         "last_evidence": asdict(view.evidence) if view.evidence else None,
-        "branches": [{**asdict(b), "commits": [asdict(c) for c in b.commits]} for b in view.branches],
+        "branches": [{**asdict(b), "commits": [asdict(c) for c in b.commits],
+                      "needs_review": b.needs_review} for b in view.branches],
         "commits": [asdict(c) for c in view.commits],
         "summaries": [asdict(s) for s in view.summaries],
         "open_questions": [asdict(q) for q in view.open_questions],
@@ -449,10 +541,17 @@ def render(view: View, summary_lines: int = 5) -> str:
     for b in view.branches:
         stat = b.shortstat or "no changes"
         out.append(f"  {b.name}: {len(b.commits)} commit{'s' if len(b.commits) != 1 else ''}; {stat}")
+        out.append(f"    validation: {validation_line(b)}")
+        for v in b.validations[-3:]:
+            out.append(f"      {_clock(v.at)} {v.describe()}")
         for c in b.commits[:5]:
             out.append(f"    {c.sha[:10]} {_clock(c.at)} {c.subject}")
         if len(b.commits) > 5:
             out.append(f"    ... {len(b.commits) - 5} more")
+    unchecked = [b.name for b in view.branches if b.needs_review]
+    if unchecked:
+        out.append(f"  NOT VALIDATED: {', '.join(unchecked)} (commits tonight, no passing "
+                   "validation of the tip)")
     if view.git_error:
         out.append(f"  (git: {view.git_error})")
     if view.summaries:
@@ -465,6 +564,19 @@ def render(view: View, summary_lines: int = 5) -> str:
         out.append(f"  - [ ] {q.text}")
     out.append(f"session worktree {s.session_worktree} ({s.session_branch})")
     return redact.Redactor(os.environ).text("\n".join(out))
+
+
+def validation_line(branch: Branch) -> str:
+    """What the morning reader needs of a branch's validation, in one phrase."""
+    runs = len(branch.validations)
+    counted = f"{runs} run{'s' if runs != 1 else ''}"
+    if branch.validation == VALIDATED:
+        return f"passed on its tip ({counted})"
+    if branch.validation == FAILED_VALIDATION:
+        return f"FAILED (last of {counted})"
+    if branch.validation == STALE:
+        return f"stale: passed before the newest commits ({counted})"
+    return "none" + (" (NOT VALIDATED: commits without a validation run)" if branch.commits else "")
 
 
 def _clock(value: Optional[str]) -> str:

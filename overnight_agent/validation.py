@@ -47,6 +47,7 @@ class Report:
     base: Optional[str]
     worktree: str
     branch: Optional[str]
+    head: Optional[str]              # the commit checked out (the morning report matches it to tips)
     started_at: str
     seconds: float
     touched: List[str]
@@ -206,7 +207,8 @@ def run(worktree: Path, suites: Sequence[Suite], settings: guards.GuardSettings,
             raise ValueError("validate --base needs a base reference")
         target = branch_set = guards.against_base(top, base)
     touched = sorted(dict.fromkeys(target.paths))
-    report = Report(ok=True, mode=mode, base=base, worktree=str(top), branch=branch,
+    head = guards.git_text(["rev-parse", "--verify", "--quiet", "HEAD"], top, check=False) or None
+    report = Report(ok=True, mode=mode, base=base, worktree=str(top), branch=branch, head=head,
                     started_at=now.isoformat(timespec="seconds"), seconds=0.0, touched=touched,
                     run_id=run_id)
     record = out

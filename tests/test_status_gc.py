@@ -99,6 +99,70 @@ def test_status_redacts_what_it_prints(tmp_path):
     assert token not in status.dumps(view) and "[REDACTED:github]" in status.dumps(view)
 
 
+def test_status_and_report_show_each_branch_validation_and_flag_what_was_not_validated(tmp_path):
+    """Field defect 7: validation was invisible in the morning. Real `validate` records, one
+    branch per case: passed on its tip, passed on the staged set that became its tip, passed
+    before a later commit (stale), failed last, and commits never validated."""
+    from overnight_agent import guards, report, validation
+    repo = helpers.make_repo(tmp_path / "repo")
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
+    session = nightbuild.new_night(tmp_path, repo, "20260101_000000", created, current=True,
+                                   state_name=state.FINISHED, hours=3)
+    worktree, run_dir = Path(session.session_worktree), tmp_path / "run" / "runs" / session.run_id
+    passing = [config.Suite(name="unit", command="true", timeout=30, paths=("**",))]
+    failing = [config.Suite(name="unit", command="exit 3", timeout=30, paths=("**",))]
+    settings = guards.GuardSettings(docs_index=None)
+
+    def validate(branch, suites, mode="base"):
+        git(worktree, "switch", "-q", branch)
+        validation.run(worktree, suites, settings, mode=mode, base=session.base_commit,
+                       record_dir=run_dir / "validation", echo=lambda *_: None)
+
+    def branch_with(slug, minutes, *files):
+        return nightbuild.work_branch(repo, session, slug, created + dt.timedelta(minutes=minutes),
+                                      {f: f"{slug}\n" for f in files})
+
+    ok = branch_with("ok", 5, "a.txt")
+    validate(ok, passing)
+    staged = branch_with("staged", 10, "b.txt")
+    git(worktree, "switch", "-q", staged)
+    (worktree / "b2.txt").write_text("more\n")
+    git(worktree, "add", "b2.txt")
+    validate(staged, passing, mode="staged")
+    nightbuild.git_at(worktree, created + dt.timedelta(minutes=11), "commit", "-q", "-m", "feat: b2")
+    stale = branch_with("stale", 20, "c.txt")
+    validate(stale, passing)
+    git(worktree, "switch", "-q", stale)
+    nightbuild.commit_file(worktree, created + dt.timedelta(minutes=21), "c2.txt", "later\n", "feat: c2")
+    failed = branch_with("failed", 30, "d.txt")
+    validate(failed, passing)
+    validate(failed, failing)
+    never = branch_with("never", 40, "e.txt")
+    git(worktree, "switch", "-q", session.session_branch)
+
+    view = status.collect(tmp_path / "run" / "session.json")
+    verdicts = {b.name: (b.validation, len(b.validations), b.needs_review) for b in view.branches}
+    assert verdicts == {session.session_branch: ("none", 0, False), ok: ("passed", 1, False),
+                        staged: ("passed", 1, False), stale: ("stale", 1, True),
+                        failed: ("failed", 2, True), never: ("none", 0, True)}, verdicts
+    text = status.render(view)
+    assert "validation: passed on its tip (1 run)" in text
+    assert "validation: FAILED (last of 2 runs)" in text and "FAILED (base): unit failed" in text
+    assert "validation: stale: passed before the newest commits (1 run)" in text
+    assert f"NOT VALIDATED: {stale}, {failed}, {never}" in text
+    data = json.loads(status.dumps(view))
+    by_name = {b["name"]: b for b in data["branches"]}
+    assert by_name[never]["needs_review"] is True and by_name[ok]["needs_review"] is False
+    assert by_name[failed]["validations"][-1]["suites"] == [
+        {"name": "unit", "status": "failed", "seconds": by_name[failed]["validations"][-1]["suites"][0]["seconds"]}]
+    md, html = report.write(tmp_path / "run" / "session.json", run_dir)
+    markdown = md.read_text()
+    assert f"**Validation:** 3 of 5 branches with commits NOT VALIDATED on their tip: {stale}, {failed}, {never}" in markdown
+    assert "Validation: passed on its tip (1 run)" in markdown and "| FAILED (base): unit failed |" in markdown
+    page = html.read_text()
+    assert page.count("not validated: ") == 3 and 'class="validation bad"' in page
+
+
 # --- gc ---------------------------------------------------------------------------------------------
 
 def _listing(base: Path, repo: Path) -> dict:
