@@ -11,6 +11,7 @@ supervisor left running is found by its tag and stopped before an agent starts.
 import datetime as dt
 import hashlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -145,7 +146,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
     if deadline <= now:
         raise ConfigError("--hours: the deadline must lie in the future")
     wrap_up = max(now, deadline - dt.timedelta(seconds=cfg.schedule.wrap_up))
-    run_id = now.strftime("%Y%m%d_%H%M%S")
+    run_id = new_run_id(now)
     session = state.Session(
         run_id=run_id, repo_root=str(repo), deadline=timeparse.iso(deadline),
         wrap_up_at=timeparse.iso(wrap_up),
@@ -167,6 +168,13 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
     logs.tee.open(paths.run_dir(run_id) / "supervisor.log")
     log.info("night.created", run_id=run_id, deadline=session.deadline, wrap_up_at=session.wrap_up_at)
     return session
+
+
+def new_run_id(now: dt.datetime) -> str:
+    """`YYYYmmdd_HHMMSS_xxxxxx`: sortable by start time, and unique even for two nights started
+    within one second (another config on the same repository, a `--no-resume` right after an
+    early end): the session branch and the run folder are named after it."""
+    return f"{now.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
 
 
 def _write_report(loaded: config.Loaded, session: state.Session, log) -> None:

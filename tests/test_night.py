@@ -385,3 +385,28 @@ def test_run_root_inside_the_repo_is_excluded_without_touching_tracked_files(nig
     assert helpers.primary_fingerprint(night.repo) == before  # status included: tmp/ is invisible
     assert "/tmp/overnight_agent/" in (night.repo / ".git" / "info" / "exclude").read_text()
     helpers.assert_no_agent_processes(None, helpers.tag_prefix(night.repo / "tmp" / "overnight_agent"))
+
+
+def test_two_nights_started_within_one_second_get_their_own_run(night):
+    """Field defect: run ids were the start time to the second, so two nights of one repository
+    started in the same second (two configs, each with its own run_root) shared a session
+    branch and the second could not start."""
+    other = night.base / "other"
+    configs = [night.config, helpers.write_config(night.base / "other.yaml", other,
+                                                  repo={"ops_journal_branch": "overnight/ops-journal-other"})]
+    for base in (night.base, other):
+        helpers.write_scenario(base, [[{"message": "working"}, {"hang": True}]])
+    time.sleep(1.05 - time.time() % 1)  # both start early in the same second
+    procs = [helpers.start_run(night.repo, cfg, night.mark, "--hours", "1") for cfg in configs]
+    try:
+        sessions = [wait_session(base, lambda s: s["state"] == "running", what="both nights running")
+                    for base in (night.base, other)]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        results = [helpers.finish(proc) for proc in procs]
+    assert [code for code, _, _ in results] == [0, 0], [err[-1500:] for _, _, err in results]
+    ids = [s["run_id"] for s in sessions]
+    assert ids[0] != ids[1] and all(len(i) == len("20261206_190000_3fa9c1") for i in ids), ids
+    assert sessions[0]["session_branch"] != sessions[1]["session_branch"]
+    helpers.assert_no_agent_processes(night.mark, helpers.tag_prefix(other / "run"))
