@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean docs
+.PHONY: venv demo test test-fast lint bench clean docs
 
 venv: $(STAMP)
 
@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/overnight-agent demo
 
-test: $(STAMP)
+# The real Codex CLI (pinned, tests/setup_codex.sh) is installed after collection, before the
+# first test that needs it (tests/conftest.py), never inside a test's time limit.
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not realcodex"
+
+# pyflakes, pinned in the test extra: unused imports and names, undefined names.
+lint: $(STAMP)
+	$(PY) -m pyflakes overnight_agent tests bench
 
 # Side by side with supervisord and circus (built into bench/.venv) and a stdlib reference;
 # not part of the tests; about 10 minutes; writes bench/results.md. See docs/benchmarks.md.

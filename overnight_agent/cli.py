@@ -4,7 +4,6 @@ Owns: subcommands, their arguments, and the one place exceptions become one-line
 exit codes (see `exitcodes`). Must not: hold logic of its own; each subcommand calls a module.
 """
 import argparse
-import json
 import os
 import re
 import sys
@@ -13,7 +12,7 @@ from typing import List, Optional
 
 import yaml
 
-from . import __version__, config, exitcodes, gitops, journal, logs, night, state, timeparse
+from . import __version__, config, gitops, journal, logs, night, state, timeparse
 from .exitcodes import ConfigError, OvernightError, UsageError
 
 

@@ -2,7 +2,7 @@
 
 Owns: the list of checks (git; the repository; the config; the codex binary on the PATH the
 service gets and its version; a codex login or the provider's API key where the service can see
-it; writable runtime folders; free disk; the unit or LaunchAgent installed and enabled, its
+it; `ss` for network evidence of life; writable runtime folders; free disk; the unit or LaunchAgent installed and enabled, its
 executable present; the timer's next start; lingering) and printing one line per check.
 Must not: change anything (no file written, no unit started), or stop at the first problem:
 every check runs, each says what to do. Exit 78 when any check fails, else 0 (warnings too).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import config, exitcodes, gitops, install, units
+from . import config, exitcodes, gitops, install, procs, units
 from .exitcodes import ConfigError, OvernightError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -42,12 +42,14 @@ def _first_line(proc: subprocess.CompletedProcess) -> str:
 
 class Doctor:
     def __init__(self, manager: str, repo: Optional[Path], config_path: Optional[Path],
-                 instance: bool = False, run: Callable = _run, env=None):
+                 instance: bool = False, run: Callable = _run, env=None,
+                 find_ss: Callable[[str], Optional[str]] = procs.ss_binary):
         self.manager = manager
         self.repo = repo
         self.config_path = config_path
         self.instance = instance
         self.run = run
+        self.find_ss = find_ss
         self.env = os.environ if env is None else env
         self.checks: List[Check] = []
         self.loaded: Optional[config.Loaded] = None
@@ -59,6 +61,7 @@ class Doctor:
         self.check_git()
         if self.check_repo_and_config():
             self.check_agent()
+            self.check_liveness_tools()
             self.check_paths()
         if self.manager == "systemd":
             self.check_systemd()
@@ -137,6 +140,19 @@ class Doctor:
         self.add(FAIL, "codex login",
                  f"not logged in (CODEX_HOME={home}) and none of {', '.join(keys)} is set; run "
                  f"`CODEX_HOME={home} codex login`, or put the key in {env_file}")
+
+    def check_liveness_tools(self) -> None:
+        """`ss` (iproute2) tells a model streaming slowly from one that never answers; without
+        it that evidence is gone, and a slow answer can be taken for a stall."""
+        found = self.find_ss(install.service_path(self.env))
+        if found:
+            self.add(OK, "ss", f"{found}: network evidence of life available")
+        elif sys.platform.startswith("linux"):
+            self.add(WARN, "ss", "not on the service's PATH: a model that streams slowly may be taken "
+                                 "for a stall; install iproute2 (e.g. apt-get install iproute2)")
+        else:
+            self.add(WARN, "ss", f"not available on {sys.platform}: no network evidence of life; "
+                                 "stalls are judged on output, files and CPU only")
 
     def check_paths(self) -> None:
         paths = self.loaded.paths

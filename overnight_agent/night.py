@@ -211,7 +211,7 @@ def _stop_leftovers(prefix: str, log, stop_cfg) -> None:
 
 
 def _set_up_worktrees(loaded: config.Loaded, session: state.Session, log) -> None:
-    paths, cfg = loaded.paths, loaded.config
+    paths = loaded.paths
     repo = paths.repo_root
     for inside in (paths.run_root, paths.session_worktree_root, paths.ops_journal_worktree):
         pattern = gitops.ensure_ignored(repo, inside)

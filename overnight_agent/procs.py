@@ -11,6 +11,7 @@ re-parenting to init; a process that wipes its whole environment escapes it (doc
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -242,6 +243,12 @@ def cpu_delta(previous: Dict, current: Dict) -> float:
 _SS_TIMEOUT = 3.0
 
 
+def ss_binary(path: Optional[str] = None) -> Optional[str]:
+    """`ss` (iproute2) on `path` (default: ours), or in the sbin folders a service's PATH may
+    lack (some distributions keep it there); None where it is missing."""
+    return shutil.which("ss", path=path) or shutil.which("ss", path="/usr/sbin:/sbin")
+
+
 def has_sockets(pids) -> bool:
     """Whether any of `pids` holds a socket (cheap: readlink of its fds)."""
     for pid in pids:
@@ -265,8 +272,11 @@ def last_data_received(pids) -> Optional[float]:
     How a model that streams slowly is told from one that never answers: neither prints a line
     or touches a file until the response is complete, and the CLI's own CPU is much the same."""
     wanted = {int(p) for p in pids}
+    ss = ss_binary()
+    if ss is None:
+        return None
     try:
-        out = subprocess.run(["ss", "-H", "-t", "-i", "-n", "-p", "state", "established"],
+        out = subprocess.run([ss, "-H", "-t", "-i", "-n", "-p", "state", "established"],
                              capture_output=True, text=True, timeout=_SS_TIMEOUT,
                              stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.SubprocessError):

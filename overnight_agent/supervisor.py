@@ -142,6 +142,9 @@ class Supervisor:
                 # The night's snapshot: a restarted supervisor compares with the one taken before
                 # it died, so nothing done while nobody watched goes unnoticed.
                 self.guard_before = (self.session.restarts and self.guard.last_snapshot()) or self.guard.snapshot()
+            if procs.ss_binary() is None:
+                self.log.warning("liveness.no_network_evidence", missing="ss",
+                                 hint="install iproute2: a slowly streaming model may look stalled")
             self._journal("resumed after a supervisor restart" if self.session.restarts
                           else f"night started; deadline {self.session.deadline}")
             self._save(state.BACKOFF)

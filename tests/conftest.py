@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import helpers
+import systemd_lab
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -24,6 +25,17 @@ def require(tool: str, why: str) -> str:
             pytest.fail(message + " (CI=true: a missing tool is a failure)")
         pytest.skip(message)
     return path
+
+
+def pytest_collection_finish(session):
+    """Install the pinned Codex CLI once, before the first test that needs it runs: an install
+    inside a test would count against that test's time limit (npm takes several seconds)."""
+    if any(item.get_closest_marker("realcodex") for item in session.items):
+        import realcodex
+        try:
+            realcodex.codex_binary()
+        except RuntimeError:
+            pass  # each realcodex test reports the failed install itself
 
 
 @dataclass
@@ -56,3 +68,9 @@ def night(tmp_path):
     mark = uuid.uuid4().hex
     yield Night(base=base, repo=repo, config=config, mark=mark)
     helpers.assert_no_agent_processes(mark, helpers.tag_prefix(base / "run"))
+
+
+@pytest.fixture
+def lab(tmp_path_factory):
+    """A real `systemd --user` manager with its own journald (tests/systemd_lab.py)."""
+    yield from systemd_lab.lab_fixture(tmp_path_factory)

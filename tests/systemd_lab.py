@@ -348,9 +348,9 @@ def _wait(predicate, timeout: float, interval: float = 0.05) -> bool:
     return bool(predicate())
 
 
-@pytest.fixture
-def lab(tmp_path_factory):
-    """A fresh user manager per test; the teardown fails the test if anything is left."""
+def lab_fixture(tmp_path_factory):
+    """A fresh user manager per test; the teardown fails the test if anything is left (the `lab`
+    fixture of conftest.py)."""
     reason = why_unavailable()
     if reason:
         unavailable(reason)

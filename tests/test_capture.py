@@ -3,7 +3,6 @@ and within the night's size cap, both through a pipe (redaction on, the default)
 given to a plain command as its stdout (`logs.redact_agent_output: false`)."""
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 

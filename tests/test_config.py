@@ -1,6 +1,4 @@
 """The config schema: the seed's file loads unchanged; every bad input gives one exact line."""
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 

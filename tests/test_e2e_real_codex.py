@@ -4,7 +4,6 @@ Repositories live under <repo>/.cache/realcodex-tmp/ (not /tmp: the sandbox leav
 writable, which would hide denials). Every test is bounded in time and proves no process of
 codex or its commands survives.
 """
-import json
 import os
 import re
 import shutil

@@ -544,7 +544,7 @@ def test_spawned_setsid_grandchild_survives_in_its_own_session(fake):
 def test_stdin_is_read_and_appended(fake):
     piped = fake.run("exec", "--json", "do it", input="extra context\n")
     assert "Reading additional input from stdin..." in piped.stderr
-    only_stdin = fake.run("exec", "--json", "-", input="whole prompt from stdin")
+    fake.run("exec", "--json", "-", input="whole prompt from stdin")
     devnull = fake.run("exec", "--json", "plain")
     assert "Reading additional input from stdin..." in devnull.stderr  # even for /dev/null
     inputs = [fake.user_inputs_per_turn(path)[0] for path in fake.rollouts_by_age()]

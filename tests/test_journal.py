@@ -1,10 +1,8 @@
 """The ops journal: whole-line appends from racing processes, and commits on its own branch."""
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import helpers

@@ -4,7 +4,6 @@ Scripted histories through a fake clock for every decision; real processes for e
 """
 import datetime as dt
 import json
-import os
 import re
 import signal
 import socket

@@ -270,3 +270,21 @@ def test_uninstall_with_nothing_installed_says_so(setup):
 def test_the_service_path_keeps_this_shells_absolute_entries():
     assert install.service_path({"PATH": "/opt/node/bin:relative:/usr/bin:/opt/node/bin"}) == \
         "/opt/node/bin:/usr/bin:/usr/local/bin:/bin"
+
+
+def test_doctor_checks_for_ss_where_network_evidence_comes_from(tmp_path):
+    """Field defect 8: without `ss` a slowly streaming model has no network evidence and may be
+    taken for a stall; doctor said nothing of it."""
+    from overnight_agent import doctor
+    repo = helpers.make_repo(tmp_path / "repo")
+    cfg = helpers.write_config(tmp_path / "c.yaml", tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def ss_check(**seam):
+        checks = doctor.Doctor("systemd", repo, cfg, env=env, **seam).all()
+        return [(c.status, c.detail) for c in checks if c.name == "ss"]
+
+    [(status, detail)] = ss_check()
+    assert status == doctor.OK and detail.endswith("/ss: network evidence of life available"), detail
+    [(status, detail)] = ss_check(find_ss=lambda path: None)
+    assert status == doctor.WARN and "install iproute2" in detail, detail

@@ -531,3 +531,31 @@ def test_commit_in_linked_worktree_needs_writable_roots(ws: Workspace) -> None:
     assert "oa.probe2" not in (ws.repo / ".git" / "config").read_text()
     assert "Read-only file system" in _tool_outputs(reqs[3])[-1]["output"]
     assert not (ws.repo / "probe2.txt").exists()
+
+
+@pytest.mark.realcodex
+@pytest.mark.timeout(240)
+def test_a_clean_checkout_installs_the_pinned_codex_before_its_first_real_test(tmp_path: Path) -> None:
+    """Field defect: from a clean clone the first real-codex test installed the CLI with npm
+    inside its own time limit, and timed out. The install now happens once, after collection:
+    a real-codex test with a 5 s limit passes although the CLI was not there at start."""
+    rc.require_codex()  # node and npm are here (the install below needs them)
+    npm_dir = tmp_path / "codex-npm"
+    test_file = tmp_path / "test_first_real.py"
+    test_file.write_text(
+        "import pytest\nimport realcodex as rc\n\n"
+        "@pytest.mark.realcodex\n@pytest.mark.timeout(5)\n"
+        "def test_first():\n"
+        "    binary = rc.require_codex()\n"
+        f"    assert binary.startswith({str(npm_dir)!r})\n")
+    env = {k: v for k, v in os.environ.items() if k != "OA_REAL_CODEX_BIN"}
+    env.update(CODEX_NPM_DIR=str(npm_dir), PYTHONPATH=str(rc.TESTS_DIR))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "-p", "conftest", "-c", str(rc.REPO_ROOT / "pyproject.toml"),
+                               "--rootdir", str(tmp_path), str(test_file)],
+                              cwd=str(rc.TESTS_DIR), env=env, capture_output=True, text=True, timeout=200)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "1 passed" in proc.stdout
+    finally:
+        shutil.rmtree(npm_dir, ignore_errors=True)

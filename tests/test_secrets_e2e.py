@@ -2,7 +2,6 @@
 summary and a question, reaches no file under run_root (codex's own session store aside, which
 stays private), no journal file and no git object."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

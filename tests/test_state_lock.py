@@ -4,14 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from overnight_agent import lock, state
 from overnight_agent.exitcodes import ConfigError, LockedError
 
-import helpers
 
 
 def session(**kw):

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 import helpers
-from systemd_lab import Lab, lab  # noqa: F401 (the fixture)
+from systemd_lab import Lab
 
 OA = str(Path(sys.executable).parent / "overnight-agent")
 SERVICE, TIMER = "overnight-agent.service", "overnight-agent.timer"
