@@ -306,13 +306,15 @@ FAILURES = [
                                  '"type": "server_error", "code": null}}'}]),
     ("fail_stall.jsonl", [{"fail": {"retries": 1, "message": "stream disconnected before "
                                     "completion: idle timeout waiting for SSE"}}]),
-    ("usage_limit_resets_at.jsonl", [{"usage_limit": "1:57 AM"}]),
+    ("usage_limit_resets_at.jsonl", [{"usage_limit": "<the capture's reset time>"}]),
     ("usage_limit_resets_in_seconds.jsonl", [{"usage_limit": None}]),
 ]
 
 
 @pytest.mark.parametrize("capture, steps", FAILURES, ids=[c for c, _ in FAILURES])
 def test_failures_match_the_captures(fake, tmp_path, capture, steps):
+    if steps == [{"usage_limit": "<the capture's reset time>"}]:
+        steps = [{"usage_limit": captured_reset_time()}]
     fake.scenario(steps)
     last = tmp_path / "last.txt"
     res = fake.run("exec", "--json", "-o", str(last), "go")
@@ -634,10 +636,16 @@ def test_config_values_parse_like_toml(text, value):
     assert (text.strip() if mini is fake_codex._NOT_TOML else mini) == value
 
 
+def captured_reset_time() -> str:
+    """The time of day the usage-limit capture was told to try again at (e.g. `8:45 PM`)."""
+    message = sample("usage_limit_resets_at.jsonl")[-1]["error"]["message"]
+    return re.search(r"try again at (\d{1,2}:\d\d [AP]M)\.$", message).group(1)
+
+
 def test_usage_limit_wording():
     real_at = sample("usage_limit_resets_at.jsonl")[-1]["error"]["message"]
     real_later = sample("usage_limit_resets_in_seconds.jsonl")[-1]["error"]["message"]
-    assert fake_codex.usage_limit_message("1:57 AM") == real_at
+    assert fake_codex.usage_limit_message(captured_reset_time()) == real_at
     assert fake_codex.usage_limit_message(None) == real_later
     now = dt.datetime(2026, 9, 10, 23, 0, 40)
     fmt = fake_codex.format_reset_time

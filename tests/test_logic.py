@@ -106,6 +106,7 @@ def view_from_sample(name, kind="start", returncode=1, expected=None, stderr="")
     ("fail_stall.jsonl", 1, base.SERVER_ERROR),
     ("usage_limit_resets_at.jsonl", 1, base.USAGE_LIMIT),
     ("usage_limit_resets_in_seconds.jsonl", 1, base.USAGE_LIMIT),
+    ("usage_limit_resets_another_day.jsonl", 1, base.USAGE_LIMIT),
     ("fail_refused.jsonl", 1, base.NETWORK_DOWN),
     ("fail_sigint.jsonl", 1, base.CRASHED),
     ("fail_sigint.jsonl", -15, base.KILLED),

@@ -559,3 +559,39 @@ def test_a_clean_checkout_installs_the_pinned_codex_before_its_first_real_test(t
         assert "1 passed" in proc.stdout
     finally:
         shutil.rmtree(npm_dir, ignore_errors=True)
+
+
+# --- the stored captures ------------------------------------------------------------------------
+
+CAPTURED = rc.TESTS_DIR / "samples" / "codex"
+
+
+def test_every_stored_capture_is_raw_and_names_the_command_that_made_it() -> None:
+    """Field defect 8: the samples were re-serialized (`", "`) and edited (`$HOME`), with no
+    record of how they were made. Each is now what the CLI printed, byte for byte, listed in
+    captures.json with its argv, model script, config and exit code."""
+    manifest = json.loads((CAPTURED / "captures.json").read_text())
+    listed = {f for entry in manifest.values() for f in entry["files"]}
+    stored = {p.name for p in CAPTURED.iterdir()} - {"captures.json"}
+    assert listed == stored, (listed ^ stored)
+    for name, entry in manifest.items():
+        assert entry["argv"][0] == "codex" and entry["cli"] == f"codex-cli {rc.CODEX_VERSION}", name
+        if name != "version":
+            assert "model_script" in entry and isinstance(entry["exit_code"], int), name
+    for path in CAPTURED.glob("*.jsonl"):
+        raw = path.read_bytes()
+        lines = raw.decode("utf-8").splitlines()
+        assert raw.endswith(b"\n") and lines, path.name
+        for line in lines:  # compact JSON as codex prints it, never re-serialized
+            assert json.dumps(json.loads(line), ensure_ascii=False, separators=(",", ":")) == line, path.name
+    for path in CAPTURED.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert "$HOME" not in text and "$TMPDIR" not in text and str(Path.home()) not in text, path.name
+
+
+@pytest.mark.realcodex
+@pytest.mark.timeout(240)
+def test_the_commands_in_the_manifest_reproduce_the_stored_captures() -> None:
+    """Each capture's command, run again against the loopback mock, prints the same events."""
+    import capture_codex_samples
+    assert capture_codex_samples.main(["--check"]) == 0
