@@ -6,12 +6,13 @@ the text that carries it into a prompt. Must not: write session.json (the superv
 and counts what it delivered), signal the agent, or talk to the agent CLI.
 
 Why not `codex queue`: in codex 0.169.0 a running `codex exec` does not see a queued message;
-one queued meanwhile starts a turn as that process ends, which is aborted at once. One queued
-while the thread is idle starts the next resume's turn on its own, and the resume's prompt then
-steers into it: the model request in flight is cancelled and sent again (a response thrown away).
-Both are measured in `tests/test_conformance.py`. Either way the message reaches the model with
-the next resume, so the supervisor puts it into that resume's prompt itself: one request,
-nothing answered twice, no aborted turn, and the inbox survives a supervisor restart.
+one queued meanwhile starts a turn as that process ends, which is aborted at once, and the
+message is kept in the thread or lost, as the CLI's exit races with it. One queued while the
+thread is idle starts the next resume's turn on its own, and the resume's prompt then steers
+into it: the model request in flight is cancelled and sent again (a response thrown away). Both
+are measured in `tests/test_conformance.py`. At best the message reaches the model with the
+next resume, so the supervisor puts it into that resume's prompt itself: one request, nothing
+answered twice or lost, no aborted turn, and the inbox survives a supervisor restart.
 """
 import json
 from pathlib import Path

@@ -698,9 +698,11 @@ def test_a_queued_message_starts_the_next_resume_and_its_prompt_restarts_the_req
 @pytest.mark.timeout(90)
 def test_a_message_queued_while_a_turn_runs_comes_after_that_turn_in_an_aborted_turn(clis) -> None:
     """Queued while an `exec` of the thread runs: that turn does not see it; as the process
-    ends it takes the message off the queue, starts a turn with it and aborts that turn at once
-    (stdout says nothing of it). The next resume sends the message, codex's `<turn_aborted>`
-    note and then its own prompt."""
+    ends it takes the message off the queue, starts a turn for it and aborts that turn at once
+    (stdout says nothing of it). The thread then holds codex's `<turn_aborted>` note, and the
+    message before it, or not at all: the real CLI races with its own exit (both seen here),
+    and a message it drops is gone. The next resume sends what the thread holds, then its
+    prompt."""
     pair = clis()
 
     def scenario(cli: CLI) -> Dict[str, Any]:
@@ -725,16 +727,20 @@ def test_a_message_queued_while_a_turn_runs_comes_after_that_turn_in_an_aborted_
 
     res = per_cli(pair, scenario)
     assert_same_run({k: v["resumed"] for k, v in res.items()})
-    for key in ("first_rc", "reply", "first_stdout", "texts"):
+    for key in ("first_rc", "reply", "first_stdout"):
         assert res["real"][key] == res["fake"][key], (key, res["real"][key], res["fake"][key])
     assert res["real"]["first_rc"] == 0 and res["real"]["reply"] == (0, True)
     assert res["real"]["first_stdout"] == ["item.completed", "turn.completed"]
-    assert res["real"]["texts"] == ["start", "QUEUED WHILE RUNNING", "<turn_aborted>...", "go on"]
+    kept = ["start", "QUEUED WHILE RUNNING", "<turn_aborted>...", "go on"]
+    dropped = ["start", "<turn_aborted>...", "go on"]
+    assert res["real"]["texts"] in (kept, dropped), res["real"]["texts"]
+    assert res["fake"]["texts"] == kept  # one of the real outcomes, every time
     real = pair["real"]
     assert isinstance(real, RealCodex)
     during = [q for q in real.server.responses_requests[:2]]  # the first exec's two requests
     assert not any("QUEUED WHILE RUNNING" in json.dumps(q["body"]) for q in during)
-    assert "QUEUED WHILE RUNNING" in json.dumps(real.server.responses_requests[-1]["body"])
+    sent_later = "QUEUED WHILE RUNNING" in json.dumps(real.server.responses_requests[-1]["body"])
+    assert sent_later == (res["real"]["texts"] == kept)
 
 
 @pytest.mark.timeout(90)

@@ -176,6 +176,44 @@ def test_sigkill_during_a_long_command_of_a_short_night_then_restart_runs_the_ne
             f"{session['run_id']})")
 
 
+def test_tell_and_the_wrap_up_notice_reach_the_real_cli_once_each_in_the_next_prompt(real):
+    """A message left with `tell` while a turn runs, and the wrap-up notice, arrive in the next
+    resume's prompt: in one request each, every scripted step used once (none thrown away, as a
+    message left in codex's own queue would make it)."""
+    server = real.serve([{"shell": "sleep 3", "yield_time_ms": 60000}, {"message": "first turn done"},
+                         {"shell": "echo second >> steps.txt"}, {"message": "second turn done"},
+                         {"message": "idle"}],
+                        config={"schedule": {"wrap_up": "1h"}})  # wrap-up time is now
+    proc = real.start("--hours", "1")
+    try:
+        prefix = helpers.tag_prefix(real.run_root)
+        helpers.wait_for(lambda: any("sleep 3" in cmd for cmd in helpers.cmdlines(prefix)),
+                         timeout=30, what="the first turn's command")
+        told = helpers.run_cli("tell", "--repo", str(real.repo), "--config", str(real.config),
+                               "Operator says: keep the old API.", mark=real.mark)
+        assert told.returncode == 0, told.stderr
+        worktree = Path(real.session()["session_worktree"])
+        helpers.wait_for(lambda: (worktree / "steps.txt").exists(), timeout=40, what="the second turn's step")
+        wait_session(real.base, lambda s: len(s["attempts"]) >= 2 and s["attempts"][1].get("outcome"),
+                     timeout=30, what="the second turn over")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, _, err = helpers.finish(proc, timeout=40)
+    assert code == 0, err[-3000:]
+    session = real.session()
+    first, second = session["attempts"][:2]
+    assert first["outcome"] == "completed" and second["outcome"] == "completed"
+    assert (worktree / "steps.txt").read_text() == "second\n"
+    requests = agent_requests(server)
+    assert [r["step_index"] for r in requests[:4]] == [0, 1, 2, 3]  # no response thrown away
+    second_turn = requests[2]["body"]["input"]
+    prompts = [part["text"] for item in second_turn if item.get("role") == "user"
+               for part in item["content"] if part.get("type") == "input_text"]
+    assert sum("keep the old API" in text for text in prompts) == 1, prompts
+    assert sum(text.startswith("Wrap-up time") for text in prompts) == 1, prompts
+    assert session["messages_delivered"] == 1 and session["wrap_up_sent"] is True
+
+
 def test_http_errors_are_recorded_and_resumed_with_backoff(real):
     # No retries inside codex, so each error step answers exactly one attempt.
     real.serve([{"http_error": 429}, {"http_error": 500}, {"message": "recovered"}, {"message": "idle"}],
