@@ -9,10 +9,11 @@ facts git can tell (branch and commit come from the session worktree), or write 
 the ops-journal worktree.
 """
 import datetime as dt
+import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from . import gitops, redact, secretguard, state
 
@@ -43,6 +44,24 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_records(path: Path, key: str) -> List[dict]:
+    """The JSON objects of a file of whole lines (as `append_line` writes them) that have a
+    string `key`; a missing file is empty, an unreadable line is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get(key), str):
+            records.append(item)
+    return records
 
 
 def utc_stamp(now: Optional[dt.datetime] = None) -> str:

@@ -118,19 +118,8 @@ def record(session, event: str, **fields) -> None:
 
 def read_events(run_dir: Path) -> List[dict]:
     """The events recorded for a run (unreadable lines skipped)."""
-    events = []
-    try:
-        text = (run_dir / "agent" / EVENTS_FILE).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return events
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and isinstance(item.get("event"), str):
-            events.append(item)
-    return events
+    from .journal import read_records  # the journal imports this module
+    return read_records(run_dir / "agent" / EVENTS_FILE, "event")
 
 
 def _now() -> str:

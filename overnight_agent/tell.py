@@ -33,19 +33,7 @@ def record(run_dir: Path, who: str, message: str) -> None:
 
 def told(run_dir: Path) -> List[dict]:
     """Every message of the night, oldest first (lines that do not parse are skipped)."""
-    try:
-        text = (run_dir / INBOX).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    result = []
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and isinstance(item.get("message"), str):
-            result.append(item)
-    return result
+    return journal.read_records(run_dir / INBOX, "message")
 
 
 def with_messages(prompt: str, messages: List[dict]) -> str:
