@@ -1,16 +1,15 @@
-"""Cleaning up after old nights: `overnight-agent gc`, and the size cap of one night's logs.
+"""Cleaning up after old nights: `overnight-agent gc`.
 
 Owns: finding what the tool made for nights that ended more than N days ago (their session
 worktrees, their `overnight/*` branches, their run folders), deciding what may go, and removing
-it when asked (`--apply`; the default only prints the plan); counting a live night's log bytes
-against `retention.max_log_bytes` (`LogCap`).
+it when asked (`--apply`; the default only prints the plan). (A live night's log size cap is
+`capture.LogCap`.)
 Must not: touch anything no `session.json` records, a night that may still run (supervisor alive
 or deadline not passed), a worktree with uncommitted changes (`git worktree remove` without
 --force refuses), a branch not merged into the night's base branch, a branch checked out
 anywhere, or the ops-journal worktree and branch (shared by every night: the morning read).
 """
 import datetime as dt
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -208,52 +207,3 @@ def command(loaded, older_than_days: float, do_apply: bool, out=None) -> int:
     for line in the_plan.kept:
         print(f"keep: {line}", file=out)
     return 1 if failed else 0
-
-
-# --- the size cap of one night's logs --------------------------------------------------------------
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of every file under `folder` (symlinks not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def over_cap(run_dir: Path, max_bytes: int) -> bool:
-    """Whether a night's run folder (its logs) has reached `retention.max_log_bytes`."""
-    return folder_bytes(run_dir) >= max_bytes
-
-
-class LogCap:
-    """Counts what the supervisor writes to a night's logs against `retention.max_log_bytes`.
-
-    Starts from what the run folder already holds (a restarted supervisor continues the count).
-    Before each write: `keep = cap.allow(len(chunk))`, write `chunk[:keep]`; once `cap.exceeded`,
-    write `cap.notice()` (one line, once) and nothing more. Parsing the output goes on regardless.
-    """
-
-    def __init__(self, run_dir: Path, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.used = folder_bytes(run_dir) if run_dir.is_dir() else 0
-        self._noticed = False
-
-    def allow(self, n: int) -> int:
-        take = max(0, min(n, self.max_bytes - self.used))
-        self.used += take
-        return take
-
-    @property
-    def exceeded(self) -> bool:
-        return self.used >= self.max_bytes
-
-    def notice(self) -> bytes:
-        if self._noticed or not self.exceeded:
-            return b""
-        self._noticed = True
-        return (f"\n=== overnight-agent: this night's logs reached retention.max_log_bytes "
-                f"({self.max_bytes} bytes); further output is not logged ===\n").encode()

@@ -605,6 +605,7 @@ class AgentGuard:
     agent_email: Optional[str]
     writable_roots: List[Path] = field(default_factory=list)
     own_refs: Tuple[str, ...] = ()          # refs outside overnight/* the agent may move
+    baseline: Optional[RepoSnapshot] = None  # what the next check compares with
 
     @property
     def snapshot_file(self) -> Path:
@@ -618,6 +619,22 @@ class AgentGuard:
 
     def last_snapshot(self) -> Optional[RepoSnapshot]:
         return RepoSnapshot.load(self.snapshot_file)
+
+    def begin(self, restarted: bool) -> None:
+        """The night's snapshot: a restarted supervisor compares with the one taken before it
+        died, so nothing done while nobody watched goes unnoticed."""
+        self.baseline = (restarted and self.last_snapshot()) or self.snapshot()
+
+    def check(self, attempt: int) -> Optional[AttemptCheck]:
+        """After an attempt: what changed outside overnight/* since the last check (restored
+        where it can be), or None when nothing did. Each change is reported once."""
+        if self.baseline is None:
+            self.begin(restarted=False)
+        check = self.after_attempt(self.baseline, attempt=attempt)
+        if check.clean:
+            return None
+        self.baseline = self.snapshot()
+        return check
 
     def after_attempt(self, before: RepoSnapshot, attempt: Optional[int] = None) -> AttemptCheck:
         """Compare with `before`, restore what can be, record it under guard/checks/."""

@@ -5,11 +5,13 @@ Must not: read clocks, files or processes; every input is passed in, so each rul
 with scripted histories.
 """
 import datetime as dt
+import enum
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .agents import base
+from .state import Phase
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,22 @@ def next_attempt(thread_id: Optional[str], history: Sequence[AttemptSummary], *,
 
 # --- after an attempt: what next -------------------------------------------------------------------
 
-RESUME, WAIT_UNTIL, END_NIGHT = "resume", "wait_until", "end_night"
+class Action(str, enum.Enum):
+    RESUME = "resume"            # start the next attempt after `wait` seconds
+    END_NIGHT = "end_night"      # the night is over before its deadline
+
+
+RESUME, END_NIGHT = Action.RESUME, Action.END_NIGHT
 _TRANSIENT = (base.RATE_LIMITED, base.SERVER_ERROR, base.NETWORK_DOWN)
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str                  # RESUME (after `wait` seconds) | END_NIGHT
+    action: Action
     wait: float = 0.0
     reason: str = ""
-    final_state: str = ""        # for END_NIGHT: "finished" or "failed"
+    final_state: Optional[Phase] = None   # for END_NIGHT: FINISHED or FAILED
+    pause: bool = False                   # a deliberate pause (usage limit, restart budget): journaled
 
 
 @dataclass(frozen=True)
@@ -124,18 +132,18 @@ def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_
     """What to do after an attempt ended by itself (not stopped for the deadline or a signal)."""
     if budgets.max_tokens and tokens >= budgets.max_tokens:
         return Decision(END_NIGHT, reason=f"token budget spent: {tokens} of {budgets.max_tokens}",
-                        final_state="finished")
+                        final_state=Phase.FINISHED)
     if outcome == base.USAGE_LIMIT:
         reset = usage_reset_time(detail, now)
         if reset is None:
             return Decision(END_NIGHT, reason=f"usage limit reached, no reset time given: {detail}",
-                            final_state="failed")
+                            final_state=Phase.FAILED)
         resume_at = reset + dt.timedelta(seconds=budgets.usage_limit_margin)
         if resume_at >= deadline:
-            return Decision(END_NIGHT, final_state="failed",
+            return Decision(END_NIGHT, final_state=Phase.FAILED,
                             reason=f"usage limit reached; it resets at {reset.isoformat(timespec='minutes')}, "
                                    "after the deadline")
-        return Decision(RESUME, wait=max(0.0, (resume_at - now).total_seconds()),
+        return Decision(RESUME, wait=max(0.0, (resume_at - now).total_seconds()), pause=True,
                         reason=f"usage limit: sleeping until {resume_at.isoformat(timespec='minutes')}")
     wait = backoff_delay(history, initial=budgets.initial, factor=budgets.factor,
                          maximum=budgets.maximum, healthy_after=budgets.healthy_after)
@@ -155,7 +163,7 @@ def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_
     if len(recent) >= budgets.max_per_hour:
         until = recent[-budgets.max_per_hour] + 3600
         if until - now_mono > wait:
-            wait = until - now_mono
-            reason = (f"restart budget spent ({len(recent)} attempts in the last hour, "
-                      f"limit {budgets.max_per_hour}): pausing")
+            return Decision(RESUME, wait=until - now_mono, pause=True,
+                            reason=(f"restart budget spent ({len(recent)} attempts in the last hour, "
+                                    f"limit {budgets.max_per_hour}): pausing"))
     return Decision(RESUME, wait=wait, reason=reason)

@@ -1,6 +1,7 @@
-"""The last check before the tool commits to the ops journal: no secret leaves in a commit.
+"""The last check before the tool commits (the ops journal, the deadline's checkpoint): no secret leaves.
 
-Owns: scanning what a journal commit would add (the staged diff of its files) with the
+Owns: scanning what a journal commit would add (the staged diff of its files), and what the
+deadline's checkpoint would commit (each changed file, before anything is staged), with the
 redactor, putting those files back as they were committed when a secret is found, and the
 small local record of redactions and refusals that the morning report shows
 (`<run_dir>/agent/events.jsonl`, next to the heartbeat; never committed).
@@ -60,6 +61,13 @@ def changed_secrets(worktree: Path, rel_paths: Sequence[str],
         if kinds:
             found[rel] = kinds
     return found
+
+
+def checkpoint(session, identity: Mapping[str, str], env: Mapping[str, str]):
+    """The deadline's checkpoint commit of the session worktree, leaving out every file that holds
+    a secret (a shape, or a secret value of `env`): (the commit or None, {file: kinds})."""
+    return gitops.checkpoint(Path(session.session_worktree), session.run_id, dict(identity),
+                             screen=lambda tree, paths: changed_secrets(tree, paths, env))
 
 
 def restore(worktree: Path, rel_paths: Sequence[str]) -> None:

@@ -4,6 +4,7 @@ Owns: the state's shape, validating it on load, and writing it atomically (temp 
 rename, fsync of the folder) so a supervisor killed at any instant leaves either the old or the
 new file, never a torn one. Must not: decide anything, run processes or git.
 """
+import enum
 import json
 import os
 import tempfile
@@ -16,15 +17,77 @@ from .exitcodes import ConfigError
 
 SCHEMA = 1
 
-# Session states, in the order a night normally passes through them.
-STARTING = "starting"      # setting up worktrees
-RUNNING = "running"        # an agent attempt is live
-BACKOFF = "backoff"        # between attempts, waiting
-STOPPING = "stopping"      # stopping the agent (deadline or signal)
-STOPPED = "stopped"        # stopped by a signal before the deadline: resumable
-FINISHED = "finished"      # the deadline was reached
-FAILED = "failed"          # gave up before the deadline (see last attempt's outcome)
-STATES = (STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, FINISHED, FAILED)
+class Phase(str, enum.Enum):
+    """Where a night is: `session.json`'s `state`, and the supervisor's phase, one and the same."""
+
+    STARTING = "starting"      # setting up (lock, leftovers, worktrees); or restarted after a death
+    BACKOFF = "backoff"        # between attempts, waiting for the next
+    RUNNING = "running"        # an agent attempt is live
+    STOPPING = "stopping"      # stopping the attempt (stall, wrong thread, no network, deadline, signal)
+    STOPPED = "stopped"        # ended by a signal before the deadline: resumable
+    FINISHED = "finished"      # the deadline was reached (or the token budget spent)
+    FAILED = "failed"          # gave up before the deadline (see the last attempt's outcome)
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @property
+    def final(self) -> bool:
+        """The supervisor's loop ends here (a later `run` may resume the night)."""
+        return self in (Phase.STOPPED, Phase.FINISHED, Phase.FAILED)
+
+
+STARTING, BACKOFF, RUNNING, STOPPING = Phase.STARTING, Phase.BACKOFF, Phase.RUNNING, Phase.STOPPING
+STOPPED, FINISHED, FAILED = Phase.STOPPED, Phase.FINISHED, Phase.FAILED
+STATES = tuple(p.value for p in Phase)
+LIVE = (STARTING, BACKOFF, RUNNING, STOPPING)
+
+# Every change of a night's state, and why it may happen. `transition` refuses any other.
+TRANSITIONS = {
+    STARTING: {BACKOFF: "set up: the loop starts",
+               FAILED: "the service manager gave up on a night no supervisor runs (notify-failure)"},
+    BACKOFF: {RUNNING: "an attempt started",
+              STOPPED: "a signal",
+              FINISHED: "the deadline, or the token budget spent",
+              FAILED: "an attempt could not start and the night cannot go on, or the service "
+                      "manager gave up on it (notify-failure)",
+              STARTING: "a new supervisor took over after this one died"},
+    RUNNING: {STOPPING: "a stall, a wrong thread, no network, the deadline or a signal",
+              BACKOFF: "the attempt ended by itself; another will start",
+              FINISHED: "the attempt ended and the token budget is spent",
+              FAILED: "the attempt ended and the night cannot go on (a usage limit past the deadline), "
+                      "or notify-failure",
+              STARTING: "a new supervisor took over after this one died"},
+    STOPPING: {BACKOFF: "stopped to resume (a stall, a wrong thread, no network)",
+               STOPPED: "stopped for a signal",
+               FINISHED: "stopped for the deadline",
+               FAILED: "stopped, and the night cannot go on; or notify-failure",
+               STARTING: "a new supervisor took over after this one died"},
+    STOPPED: {STARTING: "`run` again before the deadline"},
+    FINISHED: {STARTING: "`run` again before the deadline (a night that spent its budget ends at once)"},
+    FAILED: {STARTING: "`run` again before the deadline"},
+}
+
+
+def transition(session: "Session", new: Phase, why: str) -> Phase:
+    """Move `session` to `new`, or raise ValueError when the table does not allow it; returns
+    the state it left. Staying where it is is no change (and always allowed)."""
+    old = Phase(session.state)
+    if new != old and new not in TRANSITIONS[old]:
+        raise ValueError(f"state: {old.value} -> {new.value} is not a transition of a night ({why})")
+    session.state = new.value
+    return old
+
+
+def transition_table() -> str:
+    """The table of transitions as Markdown (docs/how-it-works.md holds it; a test checks)."""
+    rows = ["| from | to | when |", "|---|---|---|"]
+    for old, targets in TRANSITIONS.items():
+        for new, when in targets.items():
+            rows.append(f"| `{old.value}` | `{new.value}` | {when} |")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass

@@ -121,12 +121,16 @@ def test_resume_failures_are_typed_from_stderr():
                           stderr_tail="Error: thread/resume failed: no rollout found for thread id t\n")
     assert b.classify(unknown).kind == base.UNKNOWN_THREAD
     busy = AttemptView(kind="resume", expected_thread="t", returncode=1,
-                       stderr_tail="Error: thread t already has an active writer (code -32600)\n")
+                       stderr_tail="Error: thread/resume: thread/resume failed: thread t already has an "
+                                   "active writer (code -32600)\n")
     assert b.classify(busy).kind == base.THREAD_BUSY
     other = AttemptView(kind="resume", expected_thread="t", thread_id="u", returncode=0, turn_completed=True)
     assert b.classify(other).kind == base.THREAD_MISMATCH
-    stopped = AttemptView(kind="start", returncode=1, stopped_for="deadline")
+    stopped = AttemptView(kind="start", returncode=1, stopped_for=base.StopReason.DEADLINE)
     assert b.classify(stopped) == base.Outcome(base.STOPPED, "deadline")
+    stalled = AttemptView(kind="resume", returncode=1, stopped_for=base.StopReason.STALL,
+                          stop_detail="no evidence of life for 3.0s")
+    assert b.classify(stalled) == base.Outcome(base.STALLED, "stall: no evidence of life for 3.0s")
     silent = AttemptView(kind="start", thread_id="t", returncode=0)
     assert b.classify(silent).kind == base.EXITED_EARLY
 

@@ -11,7 +11,7 @@ import pytest
 import helpers
 import nightbuild
 from helpers import git
-from overnight_agent import config, gc, night as night_mod, state, status
+from overnight_agent import capture, config, gc, night as night_mod, state, status
 
 
 def test_status_of_a_live_night_without_the_lock_then_after_it(night, monkeypatch):
@@ -273,15 +273,15 @@ def test_log_cap_counts_what_is_there_and_what_is_written(tmp_path):
     (run_dir / "agent").mkdir(parents=True)
     (run_dir / "codex_start.log").write_bytes(b"a" * 600)
     (run_dir / "agent" / "heartbeat").write_bytes(b"b" * 300)
-    assert gc.folder_bytes(run_dir) == 900 and not gc.over_cap(run_dir, 1000)
-    cap = gc.LogCap(run_dir, 1000)
+    assert capture.folder_bytes(run_dir) == 900
+    cap = capture.LogCap(run_dir, 1000)
     assert cap.used == 900 and not cap.exceeded and cap.notice() == b""
     assert cap.allow(50) == 50 and cap.allow(200) == 50 and cap.exceeded
     assert cap.allow(10) == 0
     notice = cap.notice()
     assert b"retention.max_log_bytes" in notice and cap.notice() == b""
     (run_dir / "codex_resume.log").write_bytes(b"c" * 200)
-    assert gc.over_cap(run_dir, 1000) and gc.LogCap(run_dir, 1000).exceeded
+    assert capture.folder_bytes(run_dir) == 1100 and capture.LogCap(run_dir, 1000).exceeded
 
 
 def test_retention_config_reads_sizes_and_refuses_nonsense():

@@ -1,16 +1,54 @@
 """What every agent backend provides, and the typed vocabulary of an attempt.
 
 Owns: the `Backend` protocol (argv for a fresh start and a resume, event parsing, outcome
-classification, environment, session-store lookups), the event and outcome types.
+classification, environment, session-store lookups) and what a backend can do (`Capabilities`),
+the event, stop-reason and outcome types, how an attempt we stopped ended (`stopped_outcome`),
+and the environment every agent CLI may see (`ENV_ALLOWLIST`).
 Must not: run processes or touch state; backends are pure apart from reading their own
 session store.
 
 Each CLI differs (exit codes, signals, resume, where sessions live), so everything CLI-specific
-sits behind this seam: Codex now, Claude Code and Gemini CLI later.
+sits behind this seam: Codex now, Claude Code and Gemini CLI later. The supervisor asks a
+backend's capabilities, never its class.
 """
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Protocol, Sequence
+
+# Passed through to an agent CLI when set; everything else in the supervisor's environment stays
+# out (each backend adds what its CLI needs: provider keys, its home folder).
+ENV_ALLOWLIST = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ",
+                 "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS")
+ENV_PREFIX_ALLOWLIST = ("LC_",)
+
+
+def allowed_environment(base_env: Dict[str, str], extra: Sequence[str] = ()) -> Dict[str, str]:
+    """The allowlisted part of `base_env`, plus the variables named in `extra` that are set."""
+    return {k: v for k, v in base_env.items()
+            if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST) or k in extra}
+
+
+class StopReason(str, enum.Enum):
+    """Why the supervisor stopped an attempt (its value is what the attempt's detail says)."""
+
+    DEADLINE = "deadline"                # the night is over
+    SIGNAL = "signal"                    # the operator (or the service manager) stopped us
+    STALL = "stall"                      # no evidence of life for the stall limit
+    THREAD_MISMATCH = "thread_mismatch"  # a resume announced another thread than asked
+    NETWORK_DOWN = "network_down"        # waiting for the network longer than its limit
+
+    @property
+    def ends_night(self) -> bool:
+        return self in (StopReason.DEADLINE, StopReason.SIGNAL)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the supervisor may rely on a backend for."""
+
+    threads: bool         # one conversation, resumed by id (and found in the CLI's session store)
+    event_stream: bool    # stdout is machine-readable events, one per line
 
 # Outcome kinds: how an attempt ended. Stable strings: they are stored in session.json.
 COMPLETED = "completed"                  # the turn completed normally
@@ -41,6 +79,14 @@ class Event:
     usage: Optional[Dict[str, int]] = None
     item_type: Optional[str] = None
     phase: Optional[str] = None    # for items: "started" | "completed"
+    command: bool = False          # the item is a command the agent runs
+    network_wait: bool = False     # a retry notice: the CLI is waiting for the network
+
+    @property
+    def progress(self) -> bool:
+        """Evidence of life: anything but a retry notice (a CLI that retries forever would
+        otherwise look alive forever)."""
+        return self.kind != "error"
 
 
 @dataclass
@@ -56,7 +102,8 @@ class AttemptView:
     usage: Optional[Dict[str, int]] = None
     stderr_tail: str = ""
     returncode: Optional[int] = None           # Popen style: negative = killed by that signal
-    stopped_for: Optional[str] = None          # why we stopped it, if we did
+    stopped_for: Optional[StopReason] = None   # why we stopped it, if we did
+    stop_detail: str = ""                      # what the stop reason saw (a stall's evidence)
 
     def observe(self, event: Event) -> None:
         if event.kind == "thread_started" and self.thread_id is None:
@@ -76,9 +123,21 @@ class Outcome:
     detail: str = ""
 
 
+def stopped_outcome(view: AttemptView) -> Outcome:
+    """How an attempt we stopped ended: the stop reason decides the kind."""
+    reason, detail = view.stopped_for, view.stop_detail
+    if reason == StopReason.STALL:
+        return Outcome(STALLED, f"stall: {detail}")
+    if reason == StopReason.NETWORK_DOWN:
+        return Outcome(NETWORK_DOWN, f"network_down: {detail}")
+    if reason == StopReason.THREAD_MISMATCH:
+        return Outcome(THREAD_MISMATCH, "the resume announced another thread than asked")
+    return Outcome(STOPPED, reason.value)
+
+
 class Backend(Protocol):
     name: str
-    has_threads: bool              # False: no resumable conversation (a plain command)
+    capabilities: Capabilities
 
     def start_argv(self, prompt: str) -> List[str]: ...
 

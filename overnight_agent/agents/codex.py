@@ -15,10 +15,6 @@ from .. import gitops
 from . import base
 from .base import AttemptView, Event, Outcome
 
-# Passed through to codex when set; everything else in the supervisor's environment stays out.
-ENV_ALLOWLIST = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ",
-                 "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS")
-ENV_PREFIX_ALLOWLIST = ("LC_",)
 PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "CODEX_API_KEY")
 
 _UNKNOWN_THREAD = re.compile(r"no rollout found for thread id", re.I)
@@ -33,7 +29,7 @@ _NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network 
 
 class CodexBackend:
     name = "codex"
-    has_threads = True
+    capabilities = base.Capabilities(threads=True, event_stream=True)
 
     def __init__(self, *, codex_bin: str, codex_home: Path, model: str, effort: str,
                  sandbox: str, writable_roots: Iterable[Path] = (), extra_config: Sequence[str] = (),
@@ -89,17 +85,18 @@ class CodexBackend:
             error = data.get("error") if isinstance(data.get("error"), dict) else {}
             return Event("turn_failed", message=str(error.get("message") or "turn failed"))
         if kind == "error":
-            return Event("error", message=str(data.get("message") or ""))
+            message = str(data.get("message") or "")
+            return Event("error", message=message, network_wait=bool(_NETWORK.search(message)))
         if kind in ("item.started", "item.completed", "item.updated"):
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
             return Event("item", item_type=item.get("type"), message=item.get("message"),
-                         phase=kind.split(".", 1)[1])
+                         phase=kind.split(".", 1)[1], command=item.get("type") == "command_execution")
         return Event("other")
 
     def classify(self, view: AttemptView) -> Outcome:
         rc = view.returncode
         if view.stopped_for:
-            return stopped_outcome(view.stopped_for)
+            return base.stopped_outcome(view)
         if view.kind == "resume" and view.thread_id and view.expected_thread \
                 and view.thread_id != view.expected_thread:
             return Outcome(base.THREAD_MISMATCH, f"asked {view.expected_thread}, got {view.thread_id}")
@@ -125,11 +122,8 @@ class CodexBackend:
 
     def environment(self, base_env: Dict[str, str]) -> Dict[str, str]:
         """An explicit allowlist, the provider's key variables, and CODEX_HOME."""
-        env = {k: v for k, v in base_env.items()
-               if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)}
-        for name in (*PROVIDER_KEY_VARS, *self._provider_env_keys(), *self.env_passthrough):
-            if name in base_env:
-                env[name] = base_env[name]
+        env = base.allowed_environment(
+            base_env, (*PROVIDER_KEY_VARS, *self._provider_env_keys(), *self.env_passthrough))
         env["CODEX_HOME"] = str(self.codex_home)
         return env
 
@@ -181,21 +175,6 @@ class CodexBackend:
         if found:
             self._rollouts[thread_id] = found[0]
         return found
-
-
-def stopped_outcome(stopped_for: str) -> Outcome:
-    """How an attempt we stopped ended: the reason decides the kind."""
-    if stopped_for.startswith("stall"):
-        return Outcome(base.STALLED, stopped_for)
-    if stopped_for.startswith("network_down"):
-        return Outcome(base.NETWORK_DOWN, stopped_for)
-    if stopped_for == "thread_mismatch":
-        return Outcome(base.THREAD_MISMATCH, "the resume announced another thread than asked")
-    return Outcome(base.STOPPED, stopped_for)
-
-
-def is_network_wait(message: str) -> bool:
-    return bool(_NETWORK.search(message or ""))
 
 
 def _rollout_thread_and_cwd(path: Path):

@@ -11,14 +11,13 @@ from typing import Dict, List, Optional, Sequence
 
 from . import base
 from .base import AttemptView, Event, Outcome
-from .codex import ENV_ALLOWLIST, ENV_PREFIX_ALLOWLIST, stopped_outcome
 
 FIELDS = ("prompt", "run_id", "worktree", "heartbeat_file")
 
 
 class CommandBackend:
     name = "command"
-    has_threads = False
+    capabilities = base.Capabilities(threads=False, event_stream=False)
 
     def __init__(self, *, argv: Sequence[str], resume_argv: Optional[Sequence[str]],
                  values: Dict[str, str], env_passthrough: Sequence[str] = ()):
@@ -43,7 +42,7 @@ class CommandBackend:
     def classify(self, view: AttemptView) -> Outcome:
         rc = view.returncode
         if view.stopped_for:
-            return stopped_outcome(view.stopped_for)
+            return base.stopped_outcome(view)
         if rc is not None and rc < 0:
             return Outcome(base.KILLED, f"signal {-rc}")
         if rc == 0:
@@ -52,8 +51,7 @@ class CommandBackend:
         return Outcome(base.CRASHED, f"exit {rc}: {tail[-1][:300] if tail else 'no output'}")
 
     def environment(self, base_env: Dict[str, str]) -> Dict[str, str]:
-        return {k: v for k, v in base_env.items()
-                if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST) or k in self.env_passthrough}
+        return base.allowed_environment(base_env, self.env_passthrough)
 
     def find_thread(self, cwd: Path) -> Optional[str]:
         return None

@@ -1,0 +1,257 @@
+"""An attempt's output on its way to the run log: pipes, redaction, the size cap, whole lines.
+
+Owns: the run log of an attempt (header, footer), reading the agent's pipes without blocking,
+redacting what is written (JSON-escaped text of an event stream decoded first), splitting stdout
+into whole lines for the backend's parser, the tail of stderr, the night's log size cap
+(`LogCap`), and the fast path where a plain command writes its stdout into the log itself
+(watched with inotify, cut back to the cap). Must not: parse events, judge liveness, or decide
+anything about the attempt: it says what arrived, the supervisor makes of it what it will.
+"""
+import os
+import selectors
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import filewatch, procs, redact
+
+STDERR_TAIL = 8192
+READ_CHUNK = 1 << 20   # matches the widened pipe: one read per wake-up under heavy output
+# After a look at a log the command writes itself, the next waits this long: a flood of writes
+# then costs a few hundred wake-ups a second, not one per write (the cap is kept at each look).
+WATCH_PAUSE = 0.01
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under `folder` (symlinks not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class LogCap:
+    """Counts what the supervisor writes to a night's logs against `retention.max_log_bytes`.
+
+    Starts from what the run folder already holds (a restarted supervisor continues the count).
+    Before each write: `keep = cap.allow(len(chunk))`, write `chunk[:keep]`; once `cap.exceeded`,
+    write `cap.notice()` (one line, once) and nothing more. Parsing the output goes on regardless.
+    """
+
+    def __init__(self, run_dir: Path, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.used = folder_bytes(run_dir) if run_dir.is_dir() else 0
+        self._noticed = False
+
+    def allow(self, n: int) -> int:
+        take = max(0, min(n, self.max_bytes - self.used))
+        self.used += take
+        return take
+
+    @property
+    def exceeded(self) -> bool:
+        return self.used >= self.max_bytes
+
+    def notice(self) -> bytes:
+        if self._noticed or not self.exceeded:
+            return b""
+        self._noticed = True
+        return (f"\n=== overnight-agent: this night's logs reached retention.max_log_bytes "
+                f"({self.max_bytes} bytes); further output is not logged ===\n").encode()
+
+
+class LogWatch:
+    """One inotify watch for the supervisor's life (closing one is slow), on its selector as
+    "written"; after each look it stays off the selector for WATCH_PAUSE."""
+
+    def __init__(self, selector: selectors.BaseSelector):
+        self.selector = selector
+        self.watch: Optional[filewatch.FileWatch] = None
+        self.resume_at: Optional[float] = None   # off the selector until then
+
+    def add(self, path: Path) -> bool:
+        """Be woken by writes to `path`; False where that cannot be (no inotify)."""
+        if self.watch is None:
+            self.watch = filewatch.open_watch()
+            if self.watch is None:
+                return False
+            self.selector.register(self.watch.fileno(), selectors.EVENT_READ, "written")
+        return self.watch.add(str(path))
+
+    def looked(self, now: float) -> None:
+        """A write woke us: take its events, then look away for a moment."""
+        self.watch.drain()
+        self.selector.unregister(self.watch.fileno())
+        self.resume_at = now + WATCH_PAUSE
+
+    def resume(self, now: float) -> None:
+        if self.resume_at is not None and now >= self.resume_at:
+            self.resume_at = None
+            self.selector.register(self.watch.fileno(), selectors.EVENT_READ, "written")
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+
+
+class Output:
+    """One attempt's run log and the pipes that feed it."""
+
+    def __init__(self, log_path: Path, header: str, cap: LogCap, redactor: Optional[redact.Redactor],
+                 *, events_on_stdout: bool):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND
+        self.log = open(os.open(log_path, flags, 0o644), "wb", buffering=0)  # on disk at once
+        self.log.write(header.encode())
+        self.path = log_path
+        self.cap = cap
+        self.redactor = redactor
+        self.events_on_stdout = events_on_stdout  # stdout is an event stream: split it into lines
+        self.buffers: Dict[int, bytearray] = {}
+        self.redactors: Dict[int, redact.StreamRedactor] = {}
+        self.kinds: Dict[int, str] = {}          # fd -> "out" | "err"
+        self.stderr_tail = ""
+        # A plain command with nothing to redact writes its stdout into the log itself: we watch
+        # the file for its writes and keep the size cap by cutting it back (see `account_direct`).
+        self.direct = False
+        self.direct_size = 0                     # the log's size as last accounted for
+        self.cut_at: Optional[int] = None        # past the cap: the size the log is held to
+
+    # --- setting up ---------------------------------------------------------------------------
+
+    def direct_stdout(self, watch: LogWatch) -> Optional[int]:
+        """An fd of the log for the child's stdout (its own open file, so our offset stays ours)
+        where that is allowed and the writes can be watched; None: use a pipe."""
+        if self.events_on_stdout or self.redactor is not None or not watch.add(self.path):
+            return None
+        self.direct = True
+        self.direct_size = os.fstat(self.log.fileno()).st_size
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def attach(self, popen: subprocess.Popen, selector: selectors.BaseSelector) -> None:
+        """Read the child's pipes from now on (non-blocking, widened, on the selector)."""
+        for stream, kind in ((popen.stdout, "out"), (popen.stderr, "err")):
+            if stream is None:
+                continue  # stdout given the log itself
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            procs.widen_pipe(fd)
+            self.buffers[fd] = bytearray()
+            self.kinds[fd] = kind
+            if self.redactor is not None:
+                json_lines = kind == "out" and self.events_on_stdout  # codex's --json events
+                self.redactors[fd] = redact.StreamRedactor(self.redactor, json_lines=json_lines)
+            selector.register(fd, selectors.EVENT_READ, kind)
+
+    @property
+    def open_fds(self) -> List[int]:
+        return list(self.kinds)
+
+    # --- while it runs --------------------------------------------------------------------------
+
+    def read(self, fd: int, selector: selectors.BaseSelector) -> Tuple[List[str], bool]:
+        """Take what `fd` holds: (whole stdout lines to parse, whether stdout said anything)."""
+        kind = self.kinds.get(fd)
+        if kind is None:
+            return [], False
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return [], False
+        if not chunk:  # end of file: the last partial line counts as a line
+            selector.unregister(fd)
+            return self._close_fd(fd), False
+        self._write(fd, chunk)
+        if kind == "err":
+            self.stderr_tail = (self.stderr_tail + chunk.decode("utf-8", "replace"))[-STDERR_TAIL:]
+            return [], False
+        if not self.events_on_stdout:
+            return [], True  # a plain command: any output is a sign of life, none an event
+        buffer = self.buffers[fd]
+        buffer += chunk
+        *lines, rest = buffer.split(b"\n")
+        self.buffers[fd] = bytearray(rest)
+        return [line.decode("utf-8", "replace") for line in lines], True
+
+    def account_direct(self) -> bool:
+        """The command writes the log itself: count what it wrote against the night's cap; True
+        when it wrote anything since the last look. Past the cap the file is cut back to it (the
+        notice after it) each time it grows; the command appends, so it writes on at the new
+        end, into nothing kept."""
+        if not self.direct:
+            return False
+        fd = self.log.fileno()
+        size = os.fstat(fd).st_size
+        grew = size > self.direct_size
+        if self.cut_at is not None:
+            if size > self.cut_at:
+                os.ftruncate(fd, self.cut_at)
+            self.direct_size = self.cut_at
+            return grew
+        grown = max(0, size - self.direct_size)
+        keep = self.cap.allow(grown)
+        self.direct_size = size
+        if keep < grown or self.cap.exceeded:
+            os.ftruncate(fd, size - grown + keep)
+            notice = self.cap.notice()
+            self.log.write(notice)  # appended: lands at the end, wherever that is now
+            self.cut_at = os.lseek(fd, 0, os.SEEK_CUR) if notice else size - grown + keep
+            self.direct_size = self.cut_at
+        return grew
+
+    def drain(self, selector: selectors.BaseSelector, deadline: float, clock) -> List[str]:
+        """Read what is left in the pipes of an exited agent, until `deadline` at the latest (a
+        grandchild may hold them open)."""
+        lines: List[str] = []
+        while self.kinds and clock() < deadline:
+            ready = selector.select(0.05)
+            for key, _ in ready:
+                if key.fd in self.kinds:
+                    lines += self.read(key.fd, selector)[0]
+            if not ready:
+                break
+        return lines
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def close(self, selector: selectors.BaseSelector, popen: subprocess.Popen) -> List[str]:
+        """Stop reading (what is buffered is written, a last partial line returned) and close
+        the child's ends of the pipes."""
+        lines: List[str] = []
+        for fd in list(self.kinds):
+            selector.unregister(fd)
+            lines += self._close_fd(fd)
+        for stream in (popen.stdout, popen.stderr):
+            if stream is not None:
+                stream.close()
+        self.account_direct()  # the last writes, before the closing line
+        return lines
+
+    def finish(self, footer: str) -> None:
+        self.log.write(footer.encode())
+        self.log.close()
+
+    def _close_fd(self, fd: int) -> List[str]:
+        kind = self.kinds.pop(fd)
+        if fd in self.redactors:
+            self._write(fd, b"", final=True)
+        rest = self.buffers.pop(fd, bytearray())
+        return [rest.decode("utf-8", "replace")] if kind == "out" and rest and self.events_on_stdout else []
+
+    def _write(self, fd: int, chunk: bytes, final: bool = False) -> None:
+        """Into the run log: redacted, and within the night's size cap."""
+        stream = self.redactors.get(fd)
+        if stream is not None:
+            chunk = stream.feed(chunk) + (stream.flush() if final else b"")
+        self.account_direct()  # what the command wrote itself counts first
+        keep = self.cap.allow(len(chunk))
+        if keep:
+            self.log.write(chunk[:keep] if keep < len(chunk) else chunk)
+            self.direct_size += keep
+        if self.cap.exceeded:
+            self.log.write(self.cap.notice())
+            if self.direct and self.cut_at is None:
+                self.cut_at = os.lseek(self.log.fileno(), 0, os.SEEK_CUR)
