@@ -37,6 +37,8 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .cache
 
-# Regenerate the key table of docs/configuration.md from the schema (a test checks it).
+# Regenerate the key table of docs/configuration.md from the schema, and the transition table
+# of docs/how-it-works.md from state.py (tests check both).
 docs: $(STAMP)
 	$(PY) -c "from pathlib import Path; from overnight_agent import config; p = Path('docs/configuration.md'); s = p.read_text(); p.write_text(s[:s.index('## Every key')] + '## Every key\n\n' + config.reference_table())"
+	$(PY) -c "from pathlib import Path; from overnight_agent import state; p = Path('docs/how-it-works.md'); s = p.read_text(); a = s.index('<!-- transitions'); a = s.index('\n', a) + 1; b = s.index('<!-- end of transitions'); p.write_text(s[:a] + state.transition_table() + s[b:])"

@@ -293,3 +293,14 @@ def last_data_received(pids) -> Optional[float]:
                 ago = int(match.group(1)) / 1000.0
                 best = ago if best is None else min(best, ago)
     return best
+
+
+class Processes:
+    """The process effects the supervisor has, as one object: its seam (tests replay scripted
+    histories through a fake with the same methods)."""
+
+    spawn = staticmethod(spawn)
+    tree = staticmethod(tree)
+    tagged = staticmethod(tagged)
+    signal_all = staticmethod(signal_all)
+    stop_blocking = staticmethod(stop_blocking)

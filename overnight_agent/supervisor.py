@@ -74,7 +74,7 @@ class Supervisor:
                  prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
                  identity: Dict[str, str], notifier: Optional[Notifier] = None, guard=None,
                  clock: Callable[[], float] = time.monotonic,
-                 now: Callable = timeparse.local_now, spawn: Callable = procs.spawn):
+                 now: Callable = timeparse.local_now, processes=procs.Processes()):
         self.session = session
         self.state_path = state_path
         self.run_dir = run_dir
@@ -87,7 +87,7 @@ class Supervisor:
         self.identity = identity
         self.notifier = notifier or Notifier({})
         self.guard = guard                # gitsafety.AgentGuard: refs and primary tree checks
-        self.clock, self.now, self.spawn = clock, now, spawn   # seams: tests pass fakes
+        self.clock, self.now, self.processes = clock, now, processes   # seams: tests pass fakes
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
         self.log_cap = capture.LogCap(run_dir, settings.max_log_bytes)
@@ -193,7 +193,7 @@ class Supervisor:
         outlives us (a restarted supervisor resumes the thread)."""
         survivors = self._agent_tree()
         if survivors:
-            left = procs.stop_blocking(survivors, grace=1.0,
+            left = self.processes.stop_blocking(survivors, grace=1.0,
                                        signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
             self.log.error("supervisor.emergency_stop", pids=[p.pid for p in survivors],
                            survivors=[p.pid for p in left])
@@ -276,7 +276,7 @@ class Supervisor:
             return
         sig, grace = self.stop_steps.pop(0)
         self.log.info("stop.signal", signal=sig.name, processes=len(survivors), reason=self.stop_reason.value)
-        procs.signal_all(survivors, sig, group=self.live.ref.pgid)
+        self.processes.signal_all(survivors, sig, group=self.live.ref.pgid)
         self.step_due = now + grace
 
     def _begin_stop(self, reason: str) -> None:
@@ -350,7 +350,7 @@ class Supervisor:
                 cap=self.log_cap, redactor=self.redactor, watch=self.watch, selector=self.selector,
                 limits=self.settings.limits, sample_interval=self.settings.sample_interval,
                 heartbeat=Path(session.heartbeat_file) if session.heartbeat_file else None,
-                started=self.clock(), started_wall=self.now().timestamp(), spawn=self.spawn)
+                started=self.clock(), started_wall=self.now().timestamp(), spawn=self.processes.spawn)
         except SpawnFailed as failed:
             self.log.error("attempt.spawn_failed", argv0=plan.argv[0], error=failed.record.detail)
             session.attempts.append(failed.record)
@@ -380,14 +380,14 @@ class Supervisor:
     def _end_attempt(self, now: float) -> Step:
         live = self.live
         for line in live.close(self.selector):
-            self._on_line(line)
+            self.on_output_line(line)
         outcome = live.end(self.backend, self.redactor, timeparse.iso(self.now()))
         attempt, view = live.record, live.view
         self.live = None
-        orphans = procs.tagged(self.session.tag)
+        orphans = self.processes.tagged(self.session.tag)
         if orphans:
             # The agent is gone but something it started lives on (e.g. a setsid'd server).
-            survivors = procs.stop_blocking(orphans, grace=min(self.settings.sigterm_grace, 3.0))
+            survivors = self.processes.stop_blocking(orphans, grace=min(self.settings.sigterm_grace, 3.0))
             self.log.warning("attempt.orphans_stopped", pids=[p.pid for p in orphans],
                              survivors=[p.pid for p in survivors])
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
@@ -405,10 +405,10 @@ class Supervisor:
         """What comes after an attempt that ended by itself (or was stopped to be resumed)."""
         self.durations.append(policy.AttemptSummary(attempt.kind, duration, attempt.outcome))
         if attempt.outcome == base.THREAD_BUSY:
-            leftovers = procs.tagged(self.session.tag)
+            leftovers = self.processes.tagged(self.session.tag)
             if leftovers:
                 self.log.warning("thread.busy_sweep", pids=[p.pid for p in leftovers])
-                procs.stop_blocking(leftovers, grace=self.settings.sigterm_grace)
+                self.processes.stop_blocking(leftovers, grace=self.settings.sigterm_grace)
         now = self.clock()
         decision = policy.decide(
             attempt.outcome, attempt.detail or "", self.durations, self.starts, now, self.now(),
@@ -497,15 +497,16 @@ class Supervisor:
             elif key.data in ("out", "err") and self.live is not None:
                 for line in self.live.read(key.fd, self.selector, self.clock(),
                                            self.backend.capabilities.event_stream):
-                    self._on_line(line)
+                    self.on_output_line(line)
             # "exit": the agent exited; the loop's next pass reaps it
 
     def _drain(self) -> None:
         """Read what is left in the pipes of an exited agent (bounded: a grandchild may hold them)."""
         for line in self.live.output.drain(self.selector, self.clock() + 1.0, self.clock):
-            self._on_line(line)
+            self.on_output_line(line)
 
-    def _on_line(self, line: str) -> None:
+    def on_output_line(self, line: str) -> None:
+        """One whole line of the agent's stdout (what `_wait` reads; tests feed it)."""
         live = self.live
         event = self.backend.parse_line(line)
         if event is None:
@@ -526,8 +527,8 @@ class Supervisor:
 
     def _agent_tree(self):
         if self.live is None:
-            return procs.tagged(self.session.tag)
-        return procs.tree(self.live.ref, self.session.tag)
+            return self.processes.tagged(self.session.tag)
+        return self.processes.tree(self.live.ref, self.session.tag)
 
     def _status_text(self) -> str:
         left = (self.session.deadline_dt - self.now()).total_seconds()
