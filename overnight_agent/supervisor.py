@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import capture, faults, gitops, journal, policy, procs, prompt, redact, secretguard, state, tell, timeparse
+from . import capture, faults, policy, procs, prompt, redact, state, tell, timeparse
 from .agents import base
 from .agents.base import Backend, StopReason
 from .attempt import LiveAttempt, Plan, SpawnFailed
+from .chronicle import Chronicle
 from .liveness import Limits
 from .notify import Notifier
 from .signals import SignalQueue
@@ -84,10 +85,9 @@ class Supervisor:
         self.prompt_values = prompt_values
         self.env = env
         self.log = log
-        self.identity = identity
         self.notifier = notifier or Notifier({})
-        self.guard = guard                # gitsafety.AgentGuard: refs and primary tree checks
         self.clock, self.now, self.processes = clock, now, processes   # seams: tests pass fakes
+        self.chronicle = Chronicle(session, log, now, guard=guard, identity=identity, env=env)
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
         self.log_cap = capture.LogCap(run_dir, settings.max_log_bytes)
@@ -132,12 +132,12 @@ class Supervisor:
 
     def begin(self) -> None:
         """Set up (lock, worktrees, leftovers stopped by `night`): the loop starts."""
-        if self.guard is not None:
-            self.guard.begin(restarted=bool(self.session.restarts))
+        if self.chronicle.guard is not None:
+            self.chronicle.guard.begin(restarted=bool(self.session.restarts))
         if procs.ss_binary() is None:
             self.log.warning("liveness.no_network_evidence", missing="ss",
                              hint="install iproute2: a slowly streaming model may look stalled")
-        self._journal("resumed after a supervisor restart" if self.session.restarts
+        self.chronicle.journal("resumed after a supervisor restart" if self.session.restarts
                       else f"night started; deadline {self.session.deadline}")
         self._enter(Step(Phase.BACKOFF, "set up"))
         self.notifier.ready(self._status_text())  # systemd may call the unit active now
@@ -298,27 +298,16 @@ class Supervisor:
         self.log.info("stop.begin", reason=reason)
         self._escalate(self.step_due, self._agent_tree())
         if self.stop_reason == StopReason.STALL and live is not None:
-            detail = live.view.stop_detail
-            self.session.note("stall", timeparse.iso(self.now()), attempt=live.record.number, reason=detail)
-            self.log.warning("attempt.stalled", attempt=live.record.number, reason=detail)
-            self._journal(f"attempt {live.record.number} stalled and was stopped: {detail}")
+            self.chronicle.stalled(live.record.number, live.view.stop_detail)
         elif self.stop_reason == StopReason.NETWORK_DOWN and live is not None:
             self.log.warning("attempt.network_down", attempt=live.record.number, detail=live.view.stop_detail)
 
     def _finish_night(self, final: Phase, reason: str) -> None:
         """Entering a final phase: the guard's last check, the checkpoint, the journal's line."""
-        session = self.session
         self._check_guard()
         if final in (Phase.FINISHED, Phase.FAILED):
-            self._checkpoint()
-        if self.redactor is not None and self.redactor.count:
-            session.note("redacted", timeparse.iso(self.now()), where="agent output and logs",
-                         count=self.redactor.count, kinds=sorted(self.redactor.counts))
-        session.note(f"night.{final}", timeparse.iso(self.now()), reason=reason)
-        self._journal(f"night {final}: {reason}; {len(session.attempts)} attempts, "
-                      f"{session.restarts} supervisor restarts")
-        self.log.info(f"night.{final}", reason=reason, attempts=len(session.attempts),
-                      thread_id=session.thread_id)
+            self.chronicle.checkpoint()
+        self.chronicle.night_ended(final, reason, self.redactor)
 
     # --- attempts ---------------------------------------------------------------------------------
 
@@ -329,11 +318,8 @@ class Supervisor:
                                        resume_failures_before_fresh=self.settings.resume_failures_before_fresh)
         fresh = decision.fresh if threads else not session.attempts
         if threads and fresh and session.thread_id is not None:
-            self._journal(f"started a fresh session: {decision.reason}")
+            self.chronicle.fresh_start(decision.reason, session.thread_id)
             session.fresh_starts += 1
-            session.note("fresh_start", timeparse.iso(self.now()), reason=decision.reason,
-                         old_thread=session.thread_id)
-            self.log.warning("attempt.fresh_start", reason=decision.reason, old_thread=session.thread_id)
             session.thread_id = None
         kind = "start" if fresh else "resume"
         text, prompt_kind = self._prompt(kind)
@@ -421,66 +407,19 @@ class Supervisor:
         self.next_start = now + decision.wait
         self.pause_reason = decision.reason
         if decision.pause:
-            self.session.note("pause", timeparse.iso(self.now()), reason=decision.reason,
-                              seconds=round(decision.wait))
-            self._journal(f"paused for {timeparse.format_duration(decision.wait)}: {decision.reason}")
+            self.chronicle.paused(decision.wait, decision.reason)
         self.log.info("attempt.backoff", seconds=round(decision.wait, 3), reason=decision.reason,
                       next_attempt=attempt.number + 1)
         return Step(Phase.BACKOFF, decision.reason, durable=decision.wait >= GUARD_CHECK_SLACK)
 
-    # --- after an attempt, and at the end ------------------------------------------------------------
-
     def _check_guard(self) -> None:
-        """The after-attempt check of refs outside overnight/* and the primary tree (see
-        gitsafety.AgentGuard.check). A few git commands, so it runs while nothing waits for it:
-        in the backoff, or just after a restart without backoff has spawned the next attempt."""
+        """The after-attempt guard check (see `chronicle`). A few git commands, so it runs while
+        nothing waits for it: in the backoff, or just after a restart without backoff has
+        spawned the next attempt."""
         attempt, self.guard_pending = self.guard_pending, None
-        if self.guard is None or attempt is None:
-            return
-        self.guard_checked = self.clock()
-        try:
-            check = self.guard.check(attempt)
-        except Exception as exc:  # a failed check must not end the night; it is reported
-            self.log.error("guard.check_failed", error=str(exc))
-            return
-        if check is None:
-            return
-        changes = [c.describe() for c in check.changes]
-        self.log.warning("guard.changes", attempt=attempt, changes=changes, actions=check.actions,
-                         record=check.record)
-        self.session.note("guard", timeparse.iso(self.now()), attempt=attempt, changes=changes,
-                          actions=check.actions)
-        self._journal(check.summary())
-
-    def _checkpoint(self) -> None:
-        """Commit what the agent left uncommitted, except files holding a secret: those stay in
-        the work tree, uncommitted, and are recorded (names and kinds, never values)."""
-        session, worktree = self.session, Path(self.session.session_worktree)
-        try:  # the provider's key among the secrets looked for
-            sha, left_out = secretguard.checkpoint(session, self.identity, {**os.environ, **self.env})
-        except gitops.GitError as exc:
-            self.log.error("checkpoint.failed", error=str(exc))
-            return
-        if left_out:
-            files = sorted(left_out)
-            kinds = sorted({kind for found in left_out.values() for kind in found})
-            # Recorded once, in the state (the report counts it there); the log line says so too.
-            session.note("checkpoint.refused", timeparse.iso(self.now()), files=files, kinds=kinds)
-            self.log.warning("checkpoint.left_out", files=files, kinds=kinds)
-            self._journal(f"checkpoint left out {len(files)} file(s) that hold a secret "
-                          f"({', '.join(kinds)}): {', '.join(files)}; they stay uncommitted in {worktree}")
-        if sha:
-            session.note("checkpoint", timeparse.iso(self.now()), commit=sha, branch=gitops.current_branch(worktree))
-            self.log.info("checkpoint.committed", commit=sha)
-
-    def _journal(self, text: str) -> None:
-        """A summary line by the supervisor itself; never fatal to the night."""
-        if not self.session.exec_summary_log:
-            return
-        try:
-            journal.summary(self.session, f"[supervisor] {text}", author="supervisor")
-        except Exception as exc:
-            self.log.warning("journal.write_failed", error=str(exc))
+        if attempt is not None:
+            self.guard_checked = self.clock()
+            self.chronicle.guard_check(attempt)
 
     # --- the agent's output ------------------------------------------------------------------------
 
