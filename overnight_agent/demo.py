@@ -5,9 +5,7 @@ tour of every output. Must not: touch anything outside its own folder, or leave 
 The night itself runs through the same `night.run` as a real one; only codex is the scripted
 stand-in (`fake_codex`), because the demo must work without a model or a network.
 """
-import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Optional
 
 import yaml
 
-from . import night, state, timeparse
+from . import gitops, night, state, timeparse
 
 SAMPLE_FILES = {
     "README.md": "# slugkit\n\nTurns titles into URL slugs. See [the docs](docs/index.md).\n",
@@ -32,11 +30,7 @@ SAMPLE_FILES = {
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, env={**os.environ, "GIT_AUTHOR_NAME": "Sample",
-                                                   "GIT_AUTHOR_EMAIL": "sample@example.invalid",
-                                                   "GIT_COMMITTER_NAME": "Sample",
-                                                   "GIT_COMMITTER_EMAIL": "sample@example.invalid"})
+    gitops.run(args, repo, identity={"name": "Sample", "email": "sample@example.invalid"})
 
 
 def make_sample_repo(repo: Path) -> None:
@@ -132,9 +126,8 @@ def _tour(base: Path, repo: Path, config_path: Path) -> None:
     if session is None:
         print("no session was written", file=sys.stderr)
         return
-    branches = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname:short) %(objectname:short) %(subject)",
-         "refs/heads/overnight/"], cwd=repo, capture_output=True, text=True).stdout
+    branches = gitops.git(["for-each-ref", "--format=%(refname:short) %(objectname:short) %(subject)",
+                           "refs/heads/overnight/"], repo, check=False, raw=True)
     outcomes = ", ".join(f"{a.number}:{a.kind}:{a.outcome}" for a in session.attempts)
     run_dir = base / "run" / "runs" / session.run_id
     print(f"""

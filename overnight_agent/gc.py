@@ -11,7 +11,6 @@ anywhere, or the ops-journal worktree and branch (shared by every night: the mor
 """
 import datetime as dt
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -101,7 +100,7 @@ def plan(run_root: Path, session_state: Path, older_than_days: float,
         if repo.is_dir():
             try:
                 branches = status.run_branches(s, status.run_window(s, now))
-            except (status.GitReadError, OSError) as exc:
+            except (gitops.GitError, OSError) as exc:
                 kept.append(f"night {s.run_id}: branches not read ({exc}); kept")
                 branches, leftovers = [], True
             for b in branches:
@@ -150,10 +149,8 @@ def apply(actions: List[Action], repo_of: Dict[str, Path]) -> List[Tuple[Action,
                 holders = [p for p, name in gitops.registered_worktrees(repo).items() if name == action.target]
                 if holders:
                     raise OvernightError(f"checked out in {holders[0]}")
-                ancestor = subprocess.run(
-                    ["git", "merge-base", "--is-ancestor", action.tip, f"refs/heads/{action.base}"],
-                    cwd=str(repo), stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-                if not ancestor:
+                if not gitops.succeeds(["merge-base", "--is-ancestor", action.tip, f"refs/heads/{action.base}"],
+                                       repo):
                     raise OvernightError("no longer merged")
                 # Deleted only if it still points where it pointed when planned.
                 gitops.git(["update-ref", "-d", f"refs/heads/{action.target}", action.tip], repo)

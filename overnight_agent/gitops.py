@@ -1,9 +1,12 @@
-"""Git effects: finding the primary repository, worktrees, checkpoint commits.
+"""Git: the one runner of git commands, and the supervisor's git effects (worktrees, checkpoints).
 
-Owns: every git command the supervisor runs. Must not: change the primary working tree, its
-index or its checked-out branch (only `git worktree add` and ref creation touch the shared
-repository), rewrite the repository's config or hooks, or run anything destructive.
+Owns: running git (`run`, and `git` for its text: one environment policy, one `GitError`,
+light enough for the agent's hooks to import), finding the primary repository, worktrees,
+checkpoint commits. Must not: change the primary working tree, its index or its checked-out
+branch (only `git worktree add` and ref creation touch the shared repository), rewrite the
+repository's config or hooks, or run anything destructive.
 """
+import enum
 import os
 import subprocess
 from pathlib import Path
@@ -13,6 +16,17 @@ from .exitcodes import ConfigError, OvernightError
 
 # Empty folders that codex's bwrap sandbox leaves in a work tree after a kill mid-command.
 SANDBOX_STUBS = (".agents", ".aws", ".codex")
+# What git sets for one process (a hook inherits them) and the guard's settings for the agent:
+# none of it belongs in the tool's own view of a repository.
+_PER_PROCESS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR")
+
+
+class Env(enum.Enum):
+    """How a git command's environment is made from the caller's."""
+
+    INHERIT = "inherit"   # as it is: a hook's git sees the hook's repository, the guard's settings
+    CLEAN = "clean"       # without git's per-process variables and GIT_CONFIG_*: the tool's own view
+    READ = "read"         # CLEAN, and GIT_OPTIONAL_LOCKS=0: a read never takes the index lock
 
 
 class GitError(OvernightError):
@@ -21,35 +35,66 @@ class GitError(OvernightError):
         self.stderr = stderr  # git's whole message (the one-line text keeps only its last line)
 
 
-def git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dict[str, str]] = None,
-        identity: Optional[Dict[str, str]] = None, input: Optional[str] = None,
-        raw: bool = False) -> str:
-    """Run git in `cwd`; stdout stripped (as it is with `raw`). Raises GitError with git's own
-    message."""
+def environment(policy: Env, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    if policy != Env.INHERIT:
+        env = {k: v for k, v in env.items() if not k.startswith("GIT_CONFIG_") and k not in _PER_PROCESS}
+    if policy == Env.READ:
+        env["GIT_OPTIONAL_LOCKS"] = "0"
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    return env
+
+
+def run(args: Sequence[str], cwd: Path, *, check: bool = True, policy: Env = Env.INHERIT,
+        env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None,
+        input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+    """Run git in `cwd` (bytes in and out, stdin /dev/null unless `input`); GitError with git's
+    own last line when it fails and `check`."""
     cmd = ["git"]
     for key, value in (identity or {}).items():
         cmd += ["-c", f"user.{key}={value}"]
     cmd += list(args)
-    full_env = dict(os.environ if env is None else env)
-    full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    proc = subprocess.run(cmd, cwd=str(cwd), env=full_env, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=str(cwd), env=environment(policy, env), capture_output=True,
                           **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
     if check and proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise GitError(f"git {' '.join(args)} (in {cwd}): {message[-1] if message else proc.returncode}",
-                       stderr=proc.stderr or proc.stdout)
-    return proc.stdout if raw else proc.stdout.strip()
+        said = (proc.stderr or proc.stdout).decode("utf-8", "replace")
+        lines = said.strip().splitlines()
+        raise GitError(f"git {' '.join(args)} (in {cwd}): {lines[-1] if lines else proc.returncode}",
+                       stderr=said)
+    return proc
+
+
+def git(args: Sequence[str], cwd: Path, *, check: bool = True, policy: Env = Env.INHERIT,
+        env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None,
+        input: Optional[str] = None, raw: bool = False) -> str:
+    """git's stdout as text, without its trailing newlines (as it is with `raw`); paths that
+    are not UTF-8 survive the trip back into another git command."""
+    proc = run(args, cwd, check=check, policy=policy, env=env, identity=identity,
+               input=input.encode("utf-8", "surrogateescape") if input is not None else None)
+    out = proc.stdout.decode("utf-8", "surrogateescape")
+    return out if raw else out.rstrip("\n")
+
+
+def answer(args: Sequence[str], cwd: Path, policy: Env = Env.INHERIT) -> Tuple[int, str]:
+    """git's exit status and its stdout text, whatever the status (a question a hook asks)."""
+    proc = run(args, cwd, check=False, policy=policy)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace").strip()
+
+
+def succeeds(args: Sequence[str], cwd: Path, policy: Env = Env.INHERIT) -> bool:
+    """Whether git exits 0 (a question: `merge-base --is-ancestor`, `cat-file -e`, ...)."""
+    return run(args, cwd, check=False, policy=policy).returncode == 0
 
 
 def primary_root(path: Path) -> Path:
     """The primary working tree of the repository that contains `path` (even from a linked one)."""
     if not path.is_dir():
         raise ConfigError(f"{path}: --repo: not a folder; expected a git repository")
-    proc = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                          cwd=str(path), capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
+    common_text = git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path, check=False,
+                      policy=Env.CLEAN)
+    if not common_text:
         raise ConfigError(f"{path}: --repo: not inside a git repository; run from one or pass --repo")
-    common = Path(proc.stdout.strip())
+    common = Path(common_text)
     if common.name != ".git":
         raise ConfigError(f"{path}: --repo: bare repositories are not supported; "
                           "expected a repository with a working tree")
@@ -160,7 +205,7 @@ def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str],
     if not branch or not branch.startswith("overnight/"):
         branch = f"overnight/checkpoint_{run_id}"
         git(["switch", "-c", branch], worktree)
-    literal = dict(os.environ, GIT_LITERAL_PATHSPECS="1")  # a path is a path, not a glob
+    literal = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}  # a path is a path, not a glob
     git(["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], worktree, env=literal,
         input="\0".join(keep))
     for path in left_out:  # staged earlier by the agent itself: out of this commit too
@@ -177,8 +222,7 @@ def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str],
 def changed_paths(worktree: Path) -> List[str]:
     """Every path (relative to `worktree`) that differs from HEAD: staged, changed, untracked
     (not ignored), deleted; both sides of a staged rename."""
-    out = git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"], worktree,
-              raw=True)  # each entry starts with its two status columns, a space among them
+    out = git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"], worktree)
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
 
@@ -200,5 +244,4 @@ def ensure_ignored(repo: Path, path: Path) -> Optional[str]:
 
 
 def _ignored(repo: Path, rel: Path) -> bool:
-    return subprocess.run(["git", "check-ignore", "-q", rel.as_posix() + "/"], cwd=str(repo),
-                          stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+    return succeeds(["check-ignore", "-q", rel.as_posix() + "/"], repo)

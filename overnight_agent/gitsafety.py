@@ -25,19 +25,19 @@ Layers, from outermost:
   4. `compare`/`restore` after every attempt: sees every ref and the primary tree, however they
      changed; restores refs, reports what it cannot restore.
 """
+import functools
 import hashlib
 import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import guards, hookrun
+from . import gitops, guards, hookrun
 from .state import write_atomic
 
 RULES_NAME = "overnight-agent.rules"
@@ -55,17 +55,8 @@ CHAINED_HOOKS = (
 GUARDED_HOOKS = ("reference-transaction", "pre-commit", "pre-push")
 
 
-def _git(args: Sequence[str], cwd: Path, *, check: bool = True, env: Optional[Dict[str, str]] = None,
-         input: Optional[bytes] = None) -> str:
-    base = {k: v for k, v in (os.environ if env is None else env).items()
-            if not k.startswith("GIT_CONFIG_") and k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    base.setdefault("GIT_TERMINAL_PROMPT", "0")
-    proc = subprocess.run(["git", *args], cwd=str(cwd), env=base, capture_output=True,
-                          input=input, stdin=None if input is not None else subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise guards.GitReadError(f"git {' '.join(args)}: {message[-1] if message else proc.returncode}")
-    return proc.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+# The tool's own view of the repository: the agent's guard settings (GIT_CONFIG_*) stay out.
+_git = functools.partial(gitops.git, policy=gitops.Env.CLEAN)
 
 
 def _digest(data: bytes) -> str:
@@ -315,7 +306,7 @@ def restore(repo: Path, before: RepoSnapshot, changes: Sequence[Change], *,
                 done.append(_restore_stash(primary, before, run_id))
             else:
                 done.append(f"not restored: {change.describe()}: it cannot be undone safely; check it")
-        except guards.GitReadError as exc:
+        except gitops.GitError as exc:
             done.append(f"not restored: {change.describe()}: {exc}")
     return done
 
@@ -656,7 +647,7 @@ def _worktree_git_dir(path: str) -> Optional[str]:
         return None
     try:
         return _git(["rev-parse", "--absolute-git-dir"], Path(path))
-    except guards.GitReadError:
+    except gitops.GitError:
         return None
 
 

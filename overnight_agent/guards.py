@@ -12,39 +12,18 @@ or import anything heavy: git hooks import this module. Messages tell the agent 
 and when a guard is about scope they say "ask the operator", never "format more".
 """
 import json
-import os
 import posixpath
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
-from . import pathglob, redact
+from . import gitops, pathglob, redact
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 ASK = "stop this work item and ask the operator (`journal question`), then take the next task"
 MAX_LISTED = 10
-
-
-class GitReadError(RuntimeError):
-    pass
-
-
-def git_bytes(args: Sequence[str], cwd: Path, check: bool = True) -> bytes:
-    env = dict(os.environ)
-    env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    proc = subprocess.run(["git", *args], cwd=str(cwd), stdin=subprocess.DEVNULL,
-                          capture_output=True, env=env)
-    if check and proc.returncode != 0:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GitReadError(f"git {' '.join(args)}: {message[-1] if message else proc.returncode}")
-    return proc.stdout
-
-
-def git_text(args: Sequence[str], cwd: Path, check: bool = True) -> str:
-    return git_bytes(args, cwd, check).decode("utf-8", "replace").strip()
 
 
 # --- change sets -------------------------------------------------------------------------------
@@ -80,14 +59,12 @@ class ChangeSet:
     def old_bytes(self, path: str) -> Optional[bytes]:
         if self.old == EMPTY_TREE:
             return None
-        proc = subprocess.run(["git", "cat-file", "blob", f"{self.old}:{path}"], cwd=str(self.worktree),
-                              stdin=subprocess.DEVNULL, capture_output=True)
+        proc = gitops.run(["cat-file", "blob", f"{self.old}:{path}"], self.worktree, check=False)
         return proc.stdout if proc.returncode == 0 else None
 
     def new_bytes(self, path: str) -> Optional[bytes]:
         if self.new == "index":
-            proc = subprocess.run(["git", "cat-file", "blob", f":{path}"], cwd=str(self.worktree),
-                                  stdin=subprocess.DEVNULL, capture_output=True)
+            proc = gitops.run(["cat-file", "blob", f":{path}"], self.worktree, check=False)
             return proc.stdout if proc.returncode == 0 else None
         try:
             return (self.worktree / path).read_bytes()
@@ -103,7 +80,7 @@ class ChangeSet:
         args += ["--cached", self.old] if self.new == "index" else [self.old]
         added: Dict[str, List[str]] = {}
         current = None
-        for line in git_bytes(args, self.worktree).decode("utf-8", "replace").splitlines():
+        for line in gitops.run(args, self.worktree).stdout.decode("utf-8", "replace").splitlines():
             if line.startswith("+++ "):
                 name = line[4:]
                 current = name[2:] if name.startswith("b/") else None
@@ -130,11 +107,11 @@ def _unquote_path(name: str) -> str:
 
 
 def head_or_empty(worktree: Path) -> str:
-    return git_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], worktree, check=False) or EMPTY_TREE
+    return gitops.git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], worktree, check=False) or EMPTY_TREE
 
 
 def _name_status(args: Sequence[str], worktree: Path) -> List[Entry]:
-    raw = git_bytes(["diff", "--name-status", "-z", "-M", "--no-color", "--no-ext-diff", *args], worktree)
+    raw = gitops.run(["diff", "--name-status", "-z", "-M", "--no-color", "--no-ext-diff", *args], worktree).stdout
     fields = raw.decode("utf-8", "surrogateescape").split("\0")
     entries, i = [], 0
     while i < len(fields) and fields[i]:
@@ -160,9 +137,9 @@ def merge_base(worktree: Path, base: str) -> str:
     head = head_or_empty(worktree)
     if head == EMPTY_TREE:
         return EMPTY_TREE
-    found = git_text(["merge-base", head, base], worktree, check=False)
+    found = gitops.git(["merge-base", head, base], worktree, check=False)
     if not found:
-        raise GitReadError(f"{base!r} has no common history with HEAD; pass --base with a commit of it")
+        raise gitops.GitError(f"{base!r} has no common history with HEAD; pass --base with a commit of it")
     return found
 
 
@@ -172,7 +149,7 @@ def against_base(worktree: Path, base: str) -> ChangeSet:
     old = merge_base(worktree, base)
     entries = _name_status([old], worktree)
     seen = {e.path for e in entries}
-    raw = git_bytes(["ls-files", "--others", "--exclude-standard", "-z"], worktree)
+    raw = gitops.run(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout
     for path in raw.decode("utf-8", "surrogateescape").split("\0"):
         if path and path not in seen:
             entries.append(Entry("A", path))
@@ -223,7 +200,7 @@ def load_branches(path: Optional[str]) -> Dict[str, dict]:
 
 
 def current_branch(worktree: Path) -> Optional[str]:
-    return git_text(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree, check=False) or None
+    return gitops.git(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree, check=False) or None
 
 
 # --- the guards --------------------------------------------------------------------------------
@@ -368,8 +345,8 @@ def _crlf_allowed(worktree: Path, paths: Sequence[str]) -> set:
     """Paths whose attributes ask for CRLF or say they are not text."""
     if not paths:
         return set()
-    proc = subprocess.run(["git", "check-attr", "-z", "--stdin", "eol", "text"], cwd=str(worktree),
-                          input="\0".join(paths).encode() + b"\0", capture_output=True)
+    proc = gitops.run(["check-attr", "-z", "--stdin", "eol", "text"], worktree, check=False,
+                      input="\0".join(paths).encode("utf-8", "surrogateescape") + b"\0")
     allowed = set()
     fields = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
     for i in range(0, len(fields) - 2, 3):

@@ -26,14 +26,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from . import gitops  # light: the standard library and exitcodes
+
 PREFIX = "overnight-agent guard"
 PER_WORKTREE_PREFIXES = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
 MAX_SCANNED_COMMITS = 500
-
-
-def _git(args: Sequence[str], cwd: str) -> Tuple[int, str]:
-    proc = subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True)
-    return proc.returncode, proc.stdout.decode("utf-8", "replace").strip()
 
 
 def load_spec(path: str) -> dict:
@@ -108,7 +105,7 @@ def _secret_kinds(cwd: str, new: str) -> List[str]:
         from . import redact
     except ImportError:  # pragma: no cover - redact is part of the package
         return []
-    code, out = _git(["-c", "core.quotePath=false", "log", "-p", "-U0", "--no-color", "--no-ext-diff",
+    code, out = gitops.answer(["-c", "core.quotePath=false", "log", "-p", "-U0", "--no-color", "--no-ext-diff",
                       "--no-textconv", f"--max-count={MAX_SCANNED_COMMITS}", "--format=commit %H",
                       new, "--not", "--all"], cwd)
     if code != 0 or not out:
@@ -150,9 +147,9 @@ def check_transaction(spec: dict, phase: str, lines: Sequence[Tuple[str, str, st
             continue
         if foreign is None:
             if git_dir is None:
-                _, git_dir = _git(["rev-parse", "--absolute-git-dir"], cwd)
+                _, git_dir = gitops.answer(["rev-parse", "--absolute-git-dir"], cwd)
             foreign = os.path.realpath(git_dir) in {os.path.realpath(d) for d in spec.get("foreign_git_dirs", [])}
-        code, current = _git(["rev-parse", "--verify", "--quiet", ref], cwd)
+        code, current = gitops.answer(["rev-parse", "--verify", "--quiet", ref], cwd)
         current = current if code == 0 and current else None
         if not deleting and current == new:
             continue  # e.g. pack-refs rewriting a ref to the value it has
@@ -202,7 +199,7 @@ def _overnight_update(branch, ref, old, new, current, deleting, ours, ops, cwd, 
     if current is None or branch in ours:
         return None
     if branch == ops:
-        code, _ = _git(["merge-base", "--is-ancestor", current, new], cwd)
+        code, _ = gitops.answer(["merge-base", "--is-ancestor", current, new], cwd)
         if code == 0:
             return None
         return (f"{ref}: the ops journal only grows: this update would rewrite its history. Use "
@@ -227,7 +224,7 @@ def _record_creations(spec: dict, lines, cwd: str) -> None:
         branch = ref[len("refs/heads/"):]
         if branch in known or branch == spec.get("ops_journal_branch"):
             continue
-        code, current = _git(["rev-parse", "--verify", "--quiet", ref], cwd)
+        code, current = gitops.answer(["rev-parse", "--verify", "--quiet", ref], cwd)
         if code != 0 or not current:  # it does not exist yet: this transaction creates it
             try:
                 record_branch(branches_file, branch, by="git")
@@ -294,7 +291,7 @@ def reference_transaction(spec: dict, argv: Sequence[str], stdin: bytes, cwd: st
 
 def pre_commit(spec: dict, argv: Sequence[str], cwd: str) -> int:
     from . import guards
-    _, git_dir = _git(["rev-parse", "--absolute-git-dir"], cwd)
+    _, git_dir = gitops.answer(["rev-parse", "--absolute-git-dir"], cwd)
     if os.path.realpath(git_dir) in {os.path.realpath(d) for d in spec.get("foreign_git_dirs", [])}:
         print(f"{PREFIX}: refused: this worktree ({cwd}) is not yours; commit only in your session "
               "worktree.", file=sys.stderr)
@@ -306,7 +303,7 @@ def pre_commit(spec: dict, argv: Sequence[str], cwd: str) -> int:
     if settings.base and settings.perf_cycle_dirs:
         try:
             branch_set = guards.against_base(top, settings.base)
-        except guards.GitReadError:
+        except gitops.GitError:
             branch_set = None
     failed = guards.failures(guards.run_all(settings, target, branch_set))
     if failed:

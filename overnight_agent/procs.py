@@ -72,18 +72,18 @@ def _environ(proc: psutil.Process) -> Dict[str, str]:
         return {}
 
 
-def tagged_pids(prefix: str) -> List[int]:
-    """Pids (not ours) whose environment has a tag starting with `prefix`.
+def tagged_pids(prefix: str, var: str = TAG_VAR) -> List[int]:
+    """Pids (not ours) whose environment has `var` (the agent tag) starting with `prefix`.
 
     Reads /proc/<pid>/environ as bytes directly: about ten times cheaper than building a psutil
     object per process, which matters because it runs after every attempt."""
-    needle = f"{TAG_VAR}={prefix}".encode()
+    needle = f"{var}={prefix}".encode()
     me = os.getpid()
     found = []
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return [p.pid for p in _tagged_psutil(prefix)]
+        return [p.pid for p in _tagged_psutil(prefix, var)]
     for name in entries:
         if not name.isdigit() or int(name) == me:
             continue
@@ -97,18 +97,18 @@ def tagged_pids(prefix: str) -> List[int]:
     return found
 
 
-def _tagged_psutil(prefix: str) -> List[psutil.Process]:
+def _tagged_psutil(prefix: str, var: str) -> List[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
-        if proc.pid != os.getpid() and _environ(proc).get(TAG_VAR, "").startswith(prefix):
+        if proc.pid != os.getpid() and _environ(proc).get(var, "").startswith(prefix):
             found.append(proc)
     return found
 
 
-def tagged(prefix: str) -> List[psutil.Process]:
-    """Live processes (not zombies, not us) whose tag starts with `prefix`."""
+def tagged(prefix: str, var: str = TAG_VAR) -> List[psutil.Process]:
+    """Live processes (not zombies, not us) whose tag (`var`) starts with `prefix`."""
     found = []
-    for pid in tagged_pids(prefix):
+    for pid in tagged_pids(prefix, var):
         try:
             proc = psutil.Process(pid)
             if proc.status() != psutil.STATUS_ZOMBIE:
@@ -118,8 +118,8 @@ def tagged(prefix: str) -> List[psutil.Process]:
     return found
 
 
-def tree(root: ProcRef, tag_prefix: Optional[str]) -> List[psutil.Process]:
-    """Everything that belongs to an agent: the root, its group, its descendants, its tag."""
+def tree(root: ProcRef, tag_prefix: Optional[str], var: str = TAG_VAR) -> List[psutil.Process]:
+    """Everything that belongs to a process: the root, its group, its descendants, its tag."""
     procs: Dict[int, psutil.Process] = {}
     if root.alive():
         try:
@@ -136,7 +136,7 @@ def tree(root: ProcRef, tag_prefix: Optional[str]) -> List[psutil.Process]:
         except (OSError, psutil.Error):
             pass
     if tag_prefix:
-        for proc in tagged(tag_prefix):
+        for proc in tagged(tag_prefix, var):
             procs.setdefault(proc.pid, proc)
     return [p for p in procs.values() if _is_live(p)]
 

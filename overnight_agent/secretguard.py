@@ -11,7 +11,6 @@ than the ones the commit was about.
 import datetime as dt
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -85,8 +84,7 @@ def restore(worktree: Path, rel_paths: Sequence[str]) -> None:
 
 
 def _in_head(worktree: Path, rel: str) -> bool:
-    return subprocess.run(["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=str(worktree),
-                          stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+    return gitops.succeeds(["cat-file", "-e", f"HEAD:{rel}"], worktree)
 
 
 def refuse_secrets(session, worktree: Path, rel_paths: Sequence[str]) -> None:

@@ -14,15 +14,15 @@ the run is never its own, even when it holds the run's merged commits. The run l
 `created_at` to the last moment it recorded (now while it is not over).
 """
 import datetime as dt
+import functools
 import json
 import os
 import re
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import redact, state, timeparse
+from . import gitops, redact, state, timeparse
 
 LIVE_STATES = (state.STARTING, state.RUNNING, state.BACKOFF, state.STOPPING)
 SLACK = dt.timedelta(seconds=5)     # commits in the last second of a run, clock granularity
@@ -183,7 +183,7 @@ def collect(session_path: Path, *, session: Optional[state.Session] = None,
     branches, git_error = [], None
     try:
         branches = run_branches(session, window)
-    except (OSError, subprocess.SubprocessError, GitReadError) as exc:
+    except (OSError, gitops.GitError) as exc:
         git_error = str(exc)
     judge_validations(branches, validations(run_dir))
     reports = Path(session.reports_dir) if session.reports_dir else None
@@ -288,25 +288,15 @@ def newest_rollout(sessions: Path) -> Optional[Path]:
     return None
 
 
-class GitReadError(Exception):
-    pass
-
-
-def _git(args: List[str], cwd: Path) -> str:
-    proc = subprocess.run(["git", *args], cwd=str(cwd), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, errors="replace",
-                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"})
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise GitReadError(f"git {' '.join(args)}: {lines[-1] if lines else proc.returncode}")
-    return proc.stdout
+# A read never takes a lock the agent's own git may need: status runs beside a live night.
+_git = functools.partial(gitops.git, policy=gitops.Env.READ, raw=True)
 
 
 def run_branches(session: state.Session, window: Tuple[dt.datetime, dt.datetime]) -> List[Branch]:
     """The `overnight/*` branches of the run, with the commits made during it."""
     repo = Path(session.repo_root)
     if not repo.is_dir():
-        raise GitReadError(f"{repo}: the repository is gone")
+        raise gitops.GitError(f"{repo}: the repository is gone")
     start, end = window
     common = Path(_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo).strip())
     refs = _git(["for-each-ref", "--format=%(refname:short)\x1f%(objectname)\x1f%(committerdate:unix)",
@@ -335,12 +325,10 @@ def run_branches(session: state.Session, window: Tuple[dt.datetime, dt.datetime]
             added, deleted, path = row.split("\t", 2)
             branch.files.append(FileStat(path, int(added) if added.isdigit() else None,
                                          int(deleted) if deleted.isdigit() else None))
-        branch.merged = subprocess.run(
-            ["git", "merge-base", "--is-ancestor", tip, base_ref], cwd=str(repo),
-            stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
-        branch.tip_parent = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{tip}^"], cwd=str(repo),
-            stdin=subprocess.DEVNULL, capture_output=True, text=True).stdout.strip() or None
+        branch.merged = gitops.succeeds(["merge-base", "--is-ancestor", tip, base_ref], repo,
+                                        policy=gitops.Env.READ)
+        branch.tip_parent = gitops.git(["rev-parse", "--verify", "--quiet", f"{tip}^"], repo, check=False,
+                                       policy=gitops.Env.READ) or None
         branches.append(branch)
     branches.sort(key=lambda b: (b.name != session.session_branch, b.created_at or "", b.name))
     return branches

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import guards, pathglob, state
+from . import gitops, guards, pathglob, procs, state
 from .config import Suite
 
 OUTPUT_TAIL = 4000
@@ -79,65 +79,19 @@ def suites_from_plain(items: Sequence[dict]) -> List[Suite]:
                   paths=tuple(i.get("paths") or ()), always=bool(i.get("always"))) for i in items]
 
 
-def _descendants(pid: int) -> list:
+def _kill_tree(proc: subprocess.Popen, mark: str) -> None:
+    """SIGTERM the suite's process group, every descendant and every process carrying its mark
+    (some leave the group with setsid), then SIGKILL whatever is left after a short grace."""
+    found = procs.tree(procs.ref_of(proc), mark, var=SUITE_MARK)
+    procs.signal_all(found, signal.SIGTERM, group=proc.pid)
+    left = procs.stop_blocking(found, grace=KILL_GRACE, signals=(signal.SIGTERM,))
+    if left or proc.poll() is None:
+        procs.signal_all(left, signal.SIGKILL, group=proc.pid)
+        procs.stop_blocking(left, grace=10, signals=(signal.SIGKILL,))
     try:
-        import psutil
-        return psutil.Process(pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - gone already, or psutil missing: the group kill remains
-        return []
-
-
-def _marked(mark: str) -> list:
-    """Live processes whose environment carries this suite run's mark (even those that left the
-    process group with setsid and were re-parented)."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return []
-    found = []
-    for candidate in psutil.process_iter():
-        try:
-            if candidate.pid != os.getpid() and candidate.environ().get(SUITE_MARK) == mark:
-                found.append(candidate)
-        except Exception:  # noqa: BLE001 - gone, or not ours to read
-            continue
-    return found
-
-
-def _kill_tree(proc: subprocess.Popen, mark: Optional[str] = None) -> None:
-    """SIGTERM the suite's process group and every descendant or marked process (some leave the
-    group), then SIGKILL whatever is left after a short grace."""
-    kids = _descendants(proc.pid)
-    if mark:
-        known = {k.pid for k in kids}
-        kids += [p for p in _marked(mark) if p.pid not in known]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for kid in kids:
-            try:
-                kid.send_signal(sig)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        try:
-            proc.wait(timeout=KILL_GRACE if sig == signal.SIGTERM else 10)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + (KILL_GRACE if sig == signal.SIGTERM else 10)
-        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not any(_alive(k) for k in kids):
-            return
-
-
-def _alive(kid) -> bool:
-    try:
-        import psutil
-        return kid.is_running() and kid.status() != psutil.STATUS_ZOMBIE
-    except Exception:  # noqa: BLE001
-        return False
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def run_suite(suite: Suite, cwd: Path, env: Dict[str, str], log_path: Optional[Path],
@@ -168,7 +122,7 @@ def run_suite(suite: Suite, cwd: Path, env: Dict[str, str], log_path: Optional[P
             _kill_tree(proc, mark)
             code, status = proc.returncode, TIMED_OUT
         else:
-            if [k for k in _marked(mark) if _alive(k)]:  # background jobs do not outlive the suite
+            if procs.tagged(mark, var=SUITE_MARK):  # background jobs do not outlive the suite
                 _kill_tree(proc, mark)
         sink.flush()
         sink.seek(0, os.SEEK_END)
@@ -197,7 +151,7 @@ def run(worktree: Path, suites: Sequence[Suite], settings: guards.GuardSettings,
     """Validate `worktree`: mode "staged" (the staged set) or "base" (the branch since `base`)."""
     t0 = time.monotonic()
     now = dt.datetime.now().astimezone()
-    top = Path(guards.git_text(["rev-parse", "--show-toplevel"], worktree))
+    top = Path(gitops.git(["rev-parse", "--show-toplevel"], worktree))
     branch = guards.current_branch(top)
     if mode == "staged":
         target = guards.staged(top)
@@ -207,7 +161,7 @@ def run(worktree: Path, suites: Sequence[Suite], settings: guards.GuardSettings,
             raise ValueError("validate --base needs a base reference")
         target = branch_set = guards.against_base(top, base)
     touched = sorted(dict.fromkeys(target.paths))
-    head = guards.git_text(["rev-parse", "--verify", "--quiet", "HEAD"], top, check=False) or None
+    head = gitops.git(["rev-parse", "--verify", "--quiet", "HEAD"], top, check=False) or None
     report = Report(ok=True, mode=mode, base=base, worktree=str(top), branch=branch, head=head,
                     started_at=now.isoformat(timespec="seconds"), seconds=0.0, touched=touched,
                     run_id=run_id)
@@ -316,12 +270,12 @@ def command(*, repo: Optional[Path], config_path: Optional[Path], staged: bool, 
             run_id = session.run_id
     base_ref = base or settings.base
     try:
-        if base_ref and not guards.git_text(["rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}"],
+        if base_ref and not gitops.git(["rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}"],
                                             worktree, check=False):
             raise UsageError(f"validate: {base_ref!r} is not a commit of this repository; pass --base REF")
         report = run(worktree, suites, settings, mode="staged" if staged else "base", base=base_ref,
                      record_dir=None if out else record_dir, out=out, run_id=run_id)
-    except guards.GitReadError as exc:
+    except gitops.GitError as exc:
         raise ConfigError(f"validate: {exc}") from None
     return 0 if report.ok else VALIDATION_FAILED
 
