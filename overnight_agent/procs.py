@@ -72,29 +72,63 @@ def _environ(proc: psutil.Process) -> Dict[str, str]:
         return {}
 
 
-def tagged_pids(prefix: str, var: str = TAG_VAR) -> List[int]:
+def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1) -> List[int]:
     """Pids (not ours) whose environment has `var` (the agent tag) starting with `prefix`.
 
     Reads /proc/<pid>/environ as bytes directly: about ten times cheaper than building a psutil
-    object per process, which matters because it runs after every attempt."""
+    object per process, which matters because it runs after every attempt. A process in the
+    middle of an exec (`setsid server &` an instant old) shows an empty environment: those (not
+    kernel threads, whose environment is always empty) are read again for up to `settle` s."""
     needle = f"{var}={prefix}".encode()
     me = os.getpid()
-    found = []
     try:
-        entries = os.listdir("/proc")
+        entries = [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
     except OSError:
         return [p.pid for p in _tagged_psutil(prefix, var)]
-    for name in entries:
-        if not name.isdigit() or int(name) == me:
+    found, unsure = [], []
+    for pid in entries:
+        data = _read_environ(pid)
+        if data is None:
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        if needle in data and any(var.startswith(needle) for var in data.split(b"\0")):
-            found.append(int(name))
+        if not data:
+            unsure.append(pid)
+        elif _holds(data, needle):
+            found.append(pid)
+    unsure = [pid for pid in unsure if not _kernel_thread(pid)]
+    end = time.monotonic() + settle
+    while unsure and time.monotonic() < end:
+        time.sleep(0.005)
+        still = []
+        for pid in unsure:
+            data = _read_environ(pid)
+            if data == b"":
+                still.append(pid)
+            elif data and _holds(data, needle):
+                found.append(pid)
+        unsure = still
     return found
+
+
+def _read_environ(pid: int) -> Optional[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None  # gone, or not ours to read
+
+
+def _holds(data: bytes, needle: bytes) -> bool:
+    return needle in data and any(var.startswith(needle) for var in data.split(b"\0"))
+
+
+def _kernel_thread(pid: int) -> bool:
+    """PF_KTHREAD in /proc/<pid>/stat's flags (the 9th field)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return bool(int(fields[6]) & 0x00200000)
+    except (OSError, IndexError, ValueError):
+        return True  # gone: nothing to wait for
 
 
 def _tagged_psutil(prefix: str, var: str) -> List[psutil.Process]:
