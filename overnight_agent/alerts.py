@@ -70,7 +70,7 @@ def write_report(paths: config.Paths, session: Optional[state.Session], failure:
                   f"- session state: {paths.session_state}",
                   f"- run folder: {paths.run_dir(session.run_id)}",
                   "", "## Status", "", "```", _status_text(paths, session), "```"]
-        tail = _tail(paths.run_dir(session.run_id) / "supervisor.log", LOG_TAIL)
+        tail = _tail(paths.run(session.run_id).supervisor_log, LOG_TAIL)
         if tail:
             lines += ["", f"## The last {len(tail)} supervisor events", "", "```", *tail, "```"]
     lines += ["", "## What next", "",

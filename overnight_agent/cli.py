@@ -274,7 +274,7 @@ def cmd_tell(args) -> int:
                                               [*command.argv, *(command.resume_argv or command.argv)]):
         raise ConfigError(f"{loaded.source or '<defaults>'}: command.argv: has no {{prompt}}, so a message "
                           "cannot reach the agent; add '{prompt}' to command.argv and command.resume_argv")
-    print(tell.tell(session, path, loaded.paths.run_dir(session.run_id), args.text))
+    print(tell.tell(session, path, loaded.paths.run(session.run_id), args.text))
     return 0
 
 

@@ -9,6 +9,7 @@ A bad file gives one `ConfigError` line naming the file, the key and what was ex
 import dataclasses
 import os
 import re
+import shutil
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from . import pathglob, timeparse
+from .state import RunLayout
 from .exitcodes import ConfigError
 
 SEED_CONFIG_PATHS = ("docs/meta/automation/overnight_agent.yaml", ".overnight-agent.yaml")
@@ -480,6 +482,9 @@ class Paths:
     def run_dir(self, run_id: str) -> Path:
         return self.run_root / "runs" / run_id
 
+    def run(self, run_id: str) -> RunLayout:
+        return RunLayout(self.run_dir(run_id))
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -490,6 +495,26 @@ class Loaded:
     @property
     def sandbox(self) -> str:
         return self.config.codex.sandbox or "workspace-write"
+
+    def agent_binary(self, search_path: Optional[str] = None, whose: str = "this process's") -> Optional[str]:
+        """The agent CLI to run (None for `agent: command`, whose argv says it all):
+        `codex.codex_bin` as a path (relative to the repository root; it must be an executable
+        file), or a name looked up on `search_path` (default: this process's PATH)."""
+        if self.config.agent != "codex":
+            return None
+        name = self.config.codex.codex_bin
+        if os.sep in name:
+            found = resolve_path(self.paths.repo_root, name)
+            if not (found.is_file() and os.access(found, os.X_OK)):
+                raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {found} is not an executable "
+                                  "file; install the Codex CLI or fix the path")
+            return str(found)
+        found_on_path = shutil.which(name, path=search_path)
+        if found_on_path is None:
+            raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {name!r} is not on {whose} PATH"
+                              f"{f' ({search_path})' if search_path else ''}; install the Codex CLI or set "
+                              "codex.codex_bin to its path")
+        return found_on_path
 
 
 def _build(cls, raw: Any, where: str, source: str):

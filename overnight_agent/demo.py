@@ -116,20 +116,20 @@ def run(directory: Optional[Path], seconds: float) -> int:
         "stop": {"sigint_grace": "2s", "sigterm_grace": "2s"},
     }, sort_keys=False))
     print(f"overnight-agent demo: a {seconds:.0f}-second night in {base}", file=sys.stderr)
-    code = night.run(night.RunRequest(repo=repo, config_path=config_path, hours=seconds / 3600))
-    _tour(base, repo, config_path)
-    return code
+    result = night.run(night.RunRequest(repo=repo, config_path=config_path, hours=seconds / 3600))
+    _tour(base, repo, config_path, result.session)
+    return result.exit_code
 
 
-def _tour(base: Path, repo: Path, config_path: Path) -> None:
-    session = state.load(base / "run" / "session.json")
+def _tour(base: Path, repo: Path, config_path: Path, session: Optional[state.Session]) -> None:
     if session is None:
         print("no session was written", file=sys.stderr)
         return
     branches = gitops.git(["for-each-ref", "--format=%(refname:short) %(objectname:short) %(subject)",
                            "refs/heads/overnight/"], repo, check=False, raw=True)
     outcomes = ", ".join(f"{a.number}:{a.kind}:{a.outcome}" for a in session.attempts)
-    run_dir = base / "run" / "runs" / session.run_id
+    layout = state.RunLayout.of_session(session)
+    run_dir = layout.root
     print(f"""
 Night {session.run_id} is {session.state}. Attempts: {outcomes}.
 Thread {session.thread_id} (resumed by id after every exit).
@@ -142,8 +142,8 @@ Where everything is:
   strategy and questions         {session.reports_dir}
   session state                  {base / 'run' / 'session.json'}
   codex output logs              {run_dir / 'codex_start.log'}, {run_dir / 'codex_resume.log'}
-  supervisor events (JSON)       {run_dir / 'supervisor.log'}
-  morning report                 {run_dir / 'report.html'} (and report.md)
+  supervisor events (JSON)       {layout.supervisor_log}
+  morning report                 {layout.report_html} (and report.md)
   config used                    {config_path}
   codex session store            {base / 'run' / 'codex_home' / 'sessions'}
 

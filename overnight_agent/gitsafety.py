@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import gitops, guards, hookrun
-from .state import write_atomic
+from .state import RunLayout, write_atomic
 
 RULES_NAME = "overnight-agent.rules"
 ZERO = "0" * 40
@@ -600,7 +600,7 @@ class AgentGuard:
 
     @property
     def snapshot_file(self) -> Path:
-        return self.run_dir / "guard" / "snapshot.json"
+        return RunLayout(self.run_dir).guard_dir / "snapshot.json"
 
     def snapshot(self) -> RepoSnapshot:
         """Take (and keep on disk, for a restarted supervisor) the snapshot before an attempt."""
@@ -635,7 +635,7 @@ class AgentGuard:
         check = AttemptCheck(changes, actions)
         if changes:
             stamp = time.strftime("%Y%m%dT%H%M%S")
-            path = self.run_dir / "guard" / "checks" / f"{stamp}_attempt{attempt or 0}.json"
+            path = RunLayout(self.run_dir).guard_dir / "checks" / f"{stamp}_attempt{attempt or 0}.json"
             write_atomic(path, json.dumps({"attempt": attempt, "changes": [c.to_dict() for c in changes],
                                            "actions": actions}, indent=1) + "\n")
             check.record = str(path)
@@ -660,12 +660,11 @@ def prepare(repo_root: Path, run_dir: Path, codex_home: Path, session, config, *
     repo_root, run_dir, codex_home = Path(repo_root), Path(run_dir), Path(codex_home)
     tool = tool or f"{shlex.quote(sys.executable)} -m overnight_agent"
     common = Path(_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo_root))
-    guard_dir = run_dir / "guard"
+    layout = RunLayout(run_dir)
+    guard_dir = layout.guard_dir
     hooks_dir = guard_dir / "hooks"
     spec_file = guard_dir / "spec.json"
-    agent_dir = Path(session.heartbeat_file).parent if session.heartbeat_file else run_dir / "agent"
-    branches_file = agent_dir / "branches.json"
-    validation_dir = run_dir / "validation"
+    agent_dir, branches_file, validation_dir = layout.agent_dir, layout.branches_file, layout.validation_dir
     for folder in (guard_dir, agent_dir, validation_dir):
         folder.mkdir(parents=True, exist_ok=True)
     if not branches_file.exists():

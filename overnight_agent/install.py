@@ -139,20 +139,7 @@ def resolve_target(manager: str, repo: Optional[Path], config_path: Optional[Pat
 
 def codex_for_service(loaded: config.Loaded, path: str) -> Optional[str]:
     """The agent CLI the service will run (None when the config uses no codex binary)."""
-    if getattr(loaded.config, "agent", "codex") != "codex":
-        return None
-    name = loaded.config.codex.codex_bin
-    if os.sep in name:
-        found = config.resolve_path(loaded.paths.repo_root, name)
-        if not (found.is_file() and os.access(found, os.X_OK)):
-            raise ConfigError(f"codex.codex_bin: {found} is not an executable file; install the "
-                              "Codex CLI or fix the path")
-        return str(found)
-    found = shutil.which(name, path=path)
-    if found is None:
-        raise ConfigError(f"codex.codex_bin: {name!r} is not on the PATH the service will have "
-                          f"({path}); install the Codex CLI or set codex.codex_bin to its path")
-    return found
+    return loaded.agent_binary(search_path=path, whose="the service's")
 
 
 def user_manager_state(runner: Runner = _run) -> Tuple[bool, str]:

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import config, faults, gitops, gitsafety, logs, policy, procs, prompt, state, timeparse
-from .agents.codex import CodexBackend
-from .agents.command import CommandBackend
+from . import agents
 from .liveness import Limits, sample_every
 from .exitcodes import ConfigError, OvernightError
 from .lock import InstanceLock
 from .notify import Notifier
 from .supervisor import Settings, Supervisor
+
+
+@dataclass(frozen=True)
+class NightResult:
+    """What `run` hands back: the night's state as this process left it (None when no night ran:
+    a start outside the night window), and the exit status."""
+
+    session: Optional[state.Session]
+    exit_code: int
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,8 @@ def load_for(request: RunRequest) -> config.Loaded:
     return config.load(request.config_path, repo_root)
 
 
-def run(request: RunRequest, log=None) -> int:
-    loaded = load_for(request)
+def run(request: RunRequest, log=None, loaded: Optional[config.Loaded] = None) -> NightResult:
+    loaded = loaded or load_for(request)
     log = log or logs.get()
     for warning in config.warnings(loaded):
         log.warning("config.warning", message=warning)
@@ -75,12 +83,13 @@ def run(request: RunRequest, log=None) -> int:
         now = timeparse.local_now()
         session = _resume_or_create(loaded, request, now, log)
         if session is None:
-            return 0
+            return NightResult(None, 0)
         faults.point("setup.after_session_json")
         log = log.bind(run_id=session.run_id)
+        layout = paths.run(session.run_id)
         try:
-            _set_up_worktrees(loaded, session, log)
-            supervisor = _make_supervisor(loaded, session, log)
+            _set_up_worktrees(loaded, session, layout, log)
+            supervisor = _make_supervisor(loaded, session, layout, log)
             if session.restarts and session.thread_id is None:
                 # Killed after codex started a thread but before we saved its id: find it.
                 found = supervisor.backend.find_thread(Path(session.session_worktree))
@@ -91,8 +100,8 @@ def run(request: RunRequest, log=None) -> int:
                     log.info("thread.recovered", thread_id=found, source="session store")
             code = supervisor.run()
             if session.state in (state.FINISHED, state.FAILED):
-                _write_report(loaded, session, log)
-            return code
+                _write_report(loaded, session, layout, log)
+            return NightResult(session, code)
         finally:
             logs.tee.close()
 
@@ -115,7 +124,7 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         if removed:  # left by a codex killed mid-command along with its supervisor
             log.info("worktree.stubs_removed", names=list(removed))
         state.save(paths.session_state, existing)
-        logs.tee.open(paths.run_dir(existing.run_id) / "supervisor.log")
+        logs.tee.open(paths.run(existing.run_id).supervisor_log)
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
                  thread_id=existing.thread_id, deadline=existing.deadline)
         return existing
@@ -160,12 +169,12 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
         tag=tag_prefix(paths) + run_id,
         exec_summary_log=str(paths.ops_journal_worktree / cfg.repo.exec_summary_log),
         reports_dir=str(paths.ops_journal_worktree / cfg.repo.reports_dir),
-        heartbeat_file=str(paths.run_dir(run_id) / "agent" / "heartbeat"),
+        heartbeat_file=str(paths.run(run_id).heartbeat),
         git_identity={"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email},
     )
     session.note("night.created", timeparse.iso(now), deadline=session.deadline)
     state.save(paths.session_state, session)  # first, so a kill during setup is resumable
-    logs.tee.open(paths.run_dir(run_id) / "supervisor.log")
+    logs.tee.open(paths.run(run_id).supervisor_log)
     log.info("night.created", run_id=run_id, deadline=session.deadline, wrap_up_at=session.wrap_up_at)
     return session
 
@@ -177,13 +186,13 @@ def new_run_id(now: dt.datetime) -> str:
     return f"{now.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
 
 
-def _write_report(loaded: config.Loaded, session: state.Session, log) -> None:
+def _write_report(loaded: config.Loaded, session: state.Session, layout: state.RunLayout, log) -> None:
     """The morning report, written when a night ends and its Markdown committed on the
     ops-journal branch. A failure is logged, never fatal: the night's work is already saved."""
     from . import report  # late: only a finished night needs it
     paths = loaded.paths
     try:
-        md, html = report.write(paths.session_state, paths.run_dir(session.run_id), session=session,
+        md, html = report.write(paths.session_state, layout.root, session=session,
                                 codex_home=paths.codex_home)
         sha = report.commit_markdown(session, md)
         log.info("report.written", markdown=str(md), html=str(html), commit=sha)
@@ -193,7 +202,7 @@ def _write_report(loaded: config.Loaded, session: state.Session, log) -> None:
 
 def _archive(paths: config.Paths, old: state.Session, log) -> None:
     """Keep the previous night's state under its run folder before a new night starts."""
-    target = paths.run_dir(old.run_id) / "session.json"
+    target = paths.run(old.run_id).archived_session
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(paths.session_state, target)
     log.info("night.archived", old_run_id=old.run_id, to=str(target))
@@ -210,7 +219,7 @@ def _stop_leftovers(prefix: str, log, stop_cfg) -> None:
     log.warning("leftovers.stopped", pids=pids, survivors=[p.pid for p in survivors])
 
 
-def _set_up_worktrees(loaded: config.Loaded, session: state.Session, log) -> None:
+def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: state.RunLayout, log) -> None:
     paths = loaded.paths
     repo = paths.repo_root
     for inside in (paths.run_root, paths.session_worktree_root, paths.ops_journal_worktree):
@@ -227,33 +236,21 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, log) -> Non
     log.info("worktree.ready", kind="ops_journal", path=session.ops_journal_worktree, reused=reused)
     paths.codex_home.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.codex_home, 0o700)
-    agent_dir(loaded, session).mkdir(parents=True, exist_ok=True)
+    layout.agent_dir.mkdir(parents=True, exist_ok=True)
 
 
-def agent_dir(loaded: config.Loaded, session: state.Session) -> Path:
-    """The one folder under run_root the agent may write: its heartbeat lives here."""
-    return loaded.paths.run_dir(session.run_id) / "agent"
-
-
-def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supervisor:
+def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: state.RunLayout,
+                     log) -> Supervisor:
     cfg, paths = loaded.config, loaded.paths
     worktree = Path(session.session_worktree)
-    guard = gitsafety.prepare(paths.repo_root, paths.run_dir(session.run_id), paths.codex_home, session,
-                              cfg, tool=tool_command())
+    guard = gitsafety.prepare(paths.repo_root, layout.root, paths.codex_home, session, cfg, tool=tool_command())
     writable = [*guard.writable_roots, *gitops.sandbox_writable_roots(worktree), Path(session.ops_journal_worktree),
-                gitops.worktree_git_dir(Path(session.ops_journal_worktree)), agent_dir(loaded, session)]
+                gitops.worktree_git_dir(Path(session.ops_journal_worktree)), layout.agent_dir]
     heartbeat = Path(session.heartbeat_file)
-    if cfg.agent == "command":
-        backend = CommandBackend(argv=cfg.command.argv, resume_argv=cfg.command.resume_argv,
-                                 values={"run_id": session.run_id, "worktree": str(worktree),
-                                         "heartbeat_file": str(heartbeat)},
-                                 env_passthrough=cfg.codex.env_passthrough)
-    else:
-        backend = CodexBackend(
-            codex_bin=resolve_bin(cfg.codex.codex_bin, paths.repo_root), codex_home=paths.codex_home,
-            model=session.model, effort=session.model_reasoning_effort, sandbox=session.sandbox,
-            writable_roots=_unique(writable), extra_config=cfg.codex.extra_config,
-            env_passthrough=cfg.codex.env_passthrough)
+    backend = agents.create(cfg.agent, cfg, agents.NightFacts(
+        run_id=session.run_id, worktree=worktree, heartbeat=heartbeat, state_home=paths.codex_home,
+        binary=loaded.agent_binary(), model=session.model, effort=session.model_reasoning_effort,
+        sandbox=session.sandbox, writable_roots=tuple(_unique(writable))))
     env = backend.environment(dict(os.environ))
     env.update(guard.env)  # after the allowlist, which drops every GIT_* variable
     env.update({procs.TAG_VAR: session.tag, "OVERNIGHT_AGENT_SESSION": str(paths.session_state),
@@ -277,7 +274,7 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, log) -> Supe
     settings = make_settings(cfg)
     identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
     return Supervisor(session=session, state_path=paths.session_state, guard=guard,
-                      run_dir=paths.run_dir(session.run_id), backend=backend, settings=settings,
+                      layout=layout, backend=backend, settings=settings,
                       prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
                       notifier=Notifier())
 
@@ -303,17 +300,6 @@ def make_settings(cfg: config.Config) -> Settings:
 def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:
     value = getattr(loaded.config.codex, key)
     return config.resolve_path(loaded.paths.repo_root, value) if value else None
-
-
-def resolve_bin(codex_bin: str, repo_root: Path) -> str:
-    """A bare name is looked up on PATH; a path is taken relative to the repository root."""
-    if os.sep in codex_bin:
-        return str(config.resolve_path(repo_root, codex_bin))
-    found = shutil.which(codex_bin)
-    if found is None:
-        raise ConfigError(f"codex.codex_bin: {codex_bin!r} is not on PATH; install the Codex CLI "
-                          "or set codex.codex_bin to its path")
-    return found
 
 
 def _unique(items):

@@ -88,7 +88,7 @@ def _notices(view: status.View) -> List[dict]:
     found = [dict(e, source="session") for e in view.session.events
              if any(w in str(e.get("event", "")) for w in ("refus", "redact", "secret"))]
     found += [dict(e, source="journal") for e in secretguard.read_events(view.run_dir)]
-    log = view.run_dir / "supervisor.log"
+    log = state.RunLayout(view.run_dir).supervisor_log
     try:
         with open(log, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -113,7 +113,8 @@ def write(session_path: Path, run_dir: Path, *, session: Optional[state.Session]
           codex_home: Optional[Path] = None) -> Tuple[Path, Path]:
     """Write `report.md` and `report.html` into `run_dir`; returns their paths."""
     facts = gather(session_path, run_dir, session=session, codex_home=codex_home)
-    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    layout = state.RunLayout(run_dir)
+    md_path, html_path = layout.report_md, layout.report_html
     final = redact.Redactor(os.environ)      # a last pass: nothing slips through a template
     state.write_atomic(md_path, final.text(markdown(facts)))
     state.write_atomic(html_path, final.text(render_html(facts)))
@@ -124,7 +125,7 @@ def commit_markdown(session: state.Session, md_path: Optional[Path] = None) -> O
     """Copy the run's `report.md` to `<reports_dir>/<run_id>_report.md` in the ops-journal worktree
     and commit it there; the new commit, or None when nothing changed. A report that still held a
     secret is refused like any journal commit (`SecretRefused`)."""
-    md_path = md_path or Path(session.heartbeat_file).parent.parent / "report.md"
+    md_path = md_path or state.RunLayout.of_session(session).report_md
     target = Path(session.reports_dir) / f"{session.run_id}_report.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     text = redact.Redactor(os.environ).text(md_path.read_text(encoding="utf-8"))
@@ -133,27 +134,6 @@ def commit_markdown(session: state.Session, md_path: Optional[Path] = None) -> O
 
 
 # --- shared helpers --------------------------------------------------------------------------------
-
-def _when(value) -> Optional[dt.datetime]:
-    return status._time(value)
-
-
-def _local(moment: Optional[dt.datetime], fmt: str = "%H:%M:%S") -> str:
-    if moment is None:
-        return "–"
-    return moment.astimezone(timeparse.local_now().tzinfo).strftime(fmt)
-
-
-def _clock(value, fmt: str = "%H:%M:%S") -> str:
-    return _local(_when(value), fmt)
-
-
-def _duration(start, end) -> str:
-    a, b = _when(start), _when(end)
-    if a is None or b is None:
-        return "–"
-    return timeparse.format_duration((b - a).total_seconds())
-
 
 def _tokens(delta: Optional[Dict[str, int]]) -> int:
     return 0 if not delta else delta.get("input_tokens", 0) + delta.get("output_tokens", 0)
@@ -187,8 +167,8 @@ def _headline(facts: Facts) -> Dict[str, str]:
     fmt = "%H:%M:%S" if short else "%H:%M"
     return {
         "state": s.state + (" (supervisor alive)" if view.live else ""),
-        "window": f"{_clock(s.created_at, '%Y-%m-%d ' + fmt)} → {_local(_night_end(facts), fmt)}"
-                  f" (deadline {_clock(s.deadline, fmt)})",
+        "window": f"{timeparse.local_clock(s.created_at, '%Y-%m-%d ' + fmt)} → {timeparse.local_clock(_night_end(facts), fmt)}"
+                  f" (deadline {timeparse.local_clock(s.deadline, fmt)})",
         "attempts": f"{len(s.attempts)}: " + (", ".join(f"{n} {k}" for k, n in outcomes.items()) or "none"),
         "restarts": f"{s.restarts} supervisor restart{'s' if s.restarts != 1 else ''}, "
                     f"{s.fresh_starts} fresh thread{'s' if s.fresh_starts != 1 else ''}",
@@ -198,7 +178,7 @@ def _headline(facts: Facts) -> Dict[str, str]:
         "tokens": f"{total:,} (input + output)",
         "life": ("none recorded" if not view.evidence
                  else f"{timeparse.format_duration(view.evidence.age_seconds)} ago ({view.evidence.source})"
-                 if view.live else f"at {_clock(view.evidence.at)} ({view.evidence.source})"),
+                 if view.live else f"at {timeparse.local_clock(view.evidence.at)} ({view.evidence.source})"),
         "questions": f"{len(view.open_questions)} open",
         "validation": _validation_headline(view),
         "secrets": f"{refused} refused, {redacted} redacted in the journal and logs, "
@@ -233,7 +213,7 @@ def markdown(facts: Facts) -> str:
     out = [f"# Night {s.run_id}: {s.state}", "",
            f"Repository `{Path(s.repo_root).name}`, base `{s.base_branch}` at `{s.base_commit[:10]}`, "
            f"agent {s.agent} ({s.model}, reasoning {s.model_reasoning_effort}, sandbox {s.sandbox}). "
-           f"Report written {_local(facts.generated_at, '%Y-%m-%d %H:%M:%S %Z')}.", "",
+           f"Report written {timeparse.local_clock(facts.generated_at, '%Y-%m-%d %H:%M:%S %Z')}.", "",
            "## At a glance", ""]
     labels = {"state": "State", "window": "Night", "attempts": "Attempts", "restarts": "Restarts",
               "work": "Work", "tokens": "Tokens", "questions": "Questions", "secrets": "Secrets",
@@ -241,7 +221,7 @@ def markdown(facts: Facts) -> str:
     out += [f"- **{labels[k]}:** {v}" for k, v in head.items()]
 
     out += ["", "## Questions for the operator", ""]
-    out += [f"- [{'x' if q.done else ' '}] {_md_cell(q.text)} ({_clock(q.at, '%H:%M')})"
+    out += [f"- [{'x' if q.done else ' '}] {_md_cell(q.text)} ({timeparse.local_clock(q.at, '%H:%M')})"
             for q in view.questions] or ["None."]
 
     out += ["", "## Branches and commits", ""]
@@ -256,11 +236,11 @@ def markdown(facts: Facts) -> str:
                 f"Validation: {status.validation_line(b)}", ""]
         if b.validations:
             out += ["| validated | result |", "|---|---|"]
-            out += [f"| {_clock(v.at)} | {_md_cell(v.describe())} |" for v in b.validations]
+            out += [f"| {timeparse.local_clock(v.at)} | {_md_cell(v.describe())} |" for v in b.validations]
             out.append("")
         if b.commits:
             out += ["| commit | time | subject |", "|---|---|---|"]
-            out += [f"| `{c.sha[:10]}` | {_clock(c.at)} | {_md_cell(c.subject)} |" for c in b.commits]
+            out += [f"| `{c.sha[:10]}` | {timeparse.local_clock(c.at)} | {_md_cell(c.subject)} |" for c in b.commits]
             out.append("")
         if b.files:
             out += [f"- `{_md_cell(f.path)}` "
@@ -273,7 +253,7 @@ def markdown(facts: Facts) -> str:
         out += ["No `overnight/*` branch was made during this night.", ""]
 
     out += ["## Timeline", "", "| time | what |", "|---|---|"]
-    out += [f"| {_clock(at)} | {_md_cell(text)} |" for at, text in _chronicle(facts)]
+    out += [f"| {timeparse.local_clock(at)} | {_md_cell(text)} |" for at, text in _chronicle(facts)]
 
     out += ["", "## Tokens per attempt", "",
             "Codex reports usage cumulative per thread; these are each attempt's own share.", "",
@@ -288,11 +268,11 @@ def markdown(facts: Facts) -> str:
         + f" | {_num(sum(_tokens(d) for d in facts.deltas))} |")
 
     out += ["", "## Summaries", ""]
-    out += [f"- {_clock(x.at, '%H:%M')} `{x.branch}` `{x.sha}`: {_md_cell(x.text)}" for x in view.summaries] \
+    out += [f"- {timeparse.local_clock(x.at, '%H:%M')} `{x.branch}` `{x.sha}`: {_md_cell(x.text)}" for x in view.summaries] \
         or ["None."]
 
     out += ["", "## Refused or redacted", ""]
-    out += [f"- {_clock(n.get('at'))} {_notice_text(n)}" for n in facts.notices] \
+    out += [f"- {timeparse.local_clock(n.get('at'))} {_notice_text(n)}" for n in facts.notices] \
         or ["Nothing was refused or redacted during the night."]
     out += ["", f"This report: {facts.redactions} value{'s' if facts.redactions != 1 else ''} redacted."]
 
@@ -321,13 +301,13 @@ def _notice_text(n: dict) -> str:
 def _chronicle(facts: Facts) -> List[Tuple[str, str]]:
     """The night as (time, what) rows, in order."""
     s = facts.view.session
-    rows: List[Tuple[str, str]] = [(s.created_at, f"night started; deadline {_clock(s.deadline)}, "
-                                                  f"wrap-up from {_clock(s.wrap_up_at)}")]
+    rows: List[Tuple[str, str]] = [(s.created_at, f"night started; deadline {timeparse.local_clock(s.deadline)}, "
+                                                  f"wrap-up from {timeparse.local_clock(s.wrap_up_at)}")]
     for a in s.attempts:
         thread = f" on thread {a.thread_id}" if a.thread_id and a.kind == "resume" else ""
         rows.append((a.started_at, f"attempt {a.number} ({a.kind}) started{thread}"))
         if a.ended_at:
-            rows.append((a.ended_at, f"attempt {a.number} ended after {_duration(a.started_at, a.ended_at)}: "
+            rows.append((a.ended_at, f"attempt {a.number} ended after {timeparse.span(a.started_at, a.ended_at)}: "
                                      f"{a.outcome}" + (f" ({a.detail})" if a.detail else "")))
     for e in facts.events:
         name = str(e.get("event", ""))
@@ -341,7 +321,7 @@ def _chronicle(facts: Facts) -> List[Tuple[str, str]]:
         rows.append((q.at, f"question for the operator: {q.text}"))
     for x in facts.view.summaries:
         rows.append((x.at, f"summary: {x.text}"))
-    return sorted(rows, key=lambda r: (_when(r[0]) or dt.datetime.max.replace(tzinfo=dt.timezone.utc)))
+    return sorted(rows, key=lambda r: (timeparse.moment(r[0]) or dt.datetime.max.replace(tzinfo=dt.timezone.utc)))
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -420,7 +400,7 @@ def render_html(facts: Facts) -> str:
 <p class="sub">{_e(Path(s.repo_root).name)} · base <code>{_e(s.base_branch)}</code>
 at <code>{_e(s.base_commit[:10])}</code>
 · {_e(s.agent)} {_e(s.model)} ({_e(s.model_reasoning_effort)}, {_e(s.sandbox)})
-· report written {_e(_local(facts.generated_at, '%Y-%m-%d %H:%M:%S %Z'))}</p>
+· report written {_e(timeparse.local_clock(facts.generated_at, '%Y-%m-%d %H:%M:%S %Z'))}</p>
 <section class="cards" id="glance">"""]
     labels = (("window", "Night"), ("attempts", "Attempts"), ("work", "Work"), ("questions", "Questions"),
               ("validation", "Validation"), ("restarts", "Restarts"), ("tokens", "Tokens"),
@@ -434,7 +414,7 @@ at <code>{_e(s.base_commit[:10])}</code>
     if view.questions:
         parts.append(f'<div class="panel{" attention" if opened else ""}"><ul class="questions">')
         parts += [f'<li class="{"done" if q.done else "open"}">{_e(q.text)} '
-                  f'<span class="stat">{_e(_clock(q.at, "%H:%M"))}</span></li>' for q in view.questions]
+                  f'<span class="stat">{_e(timeparse.local_clock(q.at, "%H:%M"))}</span></li>' for q in view.questions]
         parts.append("</ul></div>")
     else:
         parts.append('<p class="none">None.</p>')
@@ -472,7 +452,7 @@ at <code>{_e(s.base_commit[:10])}</code>
                      f'{_e(b.shortstat or "no changes against the base")}</span></header>')
         if b.commits:
             rows = [f'<tr class="commit" data-sha="{_e(c.sha)}"><td><code>{_e(c.sha[:10])}</code></td>'
-                    f'<td>{_e(_clock(c.at))}</td><td>{_e(c.subject)}</td><td>{_e(c.author)}</td></tr>'
+                    f'<td>{_e(timeparse.local_clock(c.at))}</td><td>{_e(c.subject)}</td><td>{_e(c.author)}</td></tr>'
                     for c in b.commits]
             head = ('<table class="commits"><colgroup><col style="width:14%"><col style="width:12%"><col>'
                     '<col style="width:22%"></colgroup>')
@@ -482,7 +462,7 @@ at <code>{_e(s.base_commit[:10])}</code>
                 parts.append(f'<details><summary>{len(rows) - SHOWN_COMMITS} older commits</summary>'
                              f'{head}<tbody>{"".join(rows[SHOWN_COMMITS:])}</tbody></table></details>')
         if b.validations:
-            rows = "".join(f'<tr class="validation {"good" if v.ok else "bad"}"><td>{_e(_clock(v.at))}</td>'
+            rows = "".join(f'<tr class="validation {"good" if v.ok else "bad"}"><td>{_e(timeparse.local_clock(v.at))}</td>'
                            f'<td>{_e(v.describe())}</td></tr>' for v in b.validations)
             parts.append(f'<p class="stat">Validation: {_e(status.validation_line(b))}</p>'
                          f'<table class="validations"><tbody>{rows}</tbody></table>')
@@ -513,7 +493,7 @@ at <code>{_e(s.base_commit[:10])}</code>
         bar = (f'<div class="bar" style="width:{100 * _tokens(d) / biggest:.1f}%"></div>' if d else "")
         parts.append(f'<tr class="attempt" data-attempt="{a.number}"><td>{a.number}</td><td>{_e(a.kind)}</td>'
                      f'<td><span class="swatch" style="background:{colour}"></span>{_e(words)}</td>'
-                     f'<td>{_e(_duration(a.started_at, a.ended_at) if a.ended_at else "running")}</td>'
+                     f'<td>{_e(timeparse.span(a.started_at, a.ended_at) if a.ended_at else "running")}</td>'
                      f'{cells}<td class="num">{_num(_tokens(d)) if d else "–"}</td><td>{bar}</td></tr>')
     totals = "".join(f'<td class="num"><b>{_num(sum((d or {}).get(k, 0) for d in facts.deltas))}</b></td>'
                      for k in status.USAGE_KEYS)
@@ -524,7 +504,7 @@ at <code>{_e(s.base_commit[:10])}</code>
     if view.summaries:
         parts.append('<div class="panel"><table><thead><tr><th>time</th><th>branch</th><th>commit</th>'
                      '<th>summary</th></tr></thead><tbody>')
-        parts += [f'<tr class="summary"><td>{_e(_clock(x.at))}</td><td><code>{_e(x.branch)}</code></td>'
+        parts += [f'<tr class="summary"><td>{_e(timeparse.local_clock(x.at))}</td><td><code>{_e(x.branch)}</code></td>'
                   f'<td><code>{_e(x.sha)}</code></td><td>{_e(x.text)}</td></tr>' for x in view.summaries]
         parts.append("</tbody></table></div>")
     else:
@@ -533,7 +513,7 @@ at <code>{_e(s.base_commit[:10])}</code>
     parts.append('<h2 id="secrets">Refused or redacted</h2><div class="panel">')
     if facts.notices:
         parts.append('<table><thead><tr><th>time</th><th>what</th></tr></thead><tbody>')
-        parts += [f'<tr class="notice"><td>{_e(_clock(n.get("at")))}</td><td>{_e(_notice_text(n))}</td></tr>'
+        parts += [f'<tr class="notice"><td>{_e(timeparse.local_clock(n.get("at")))}</td><td>{_e(_notice_text(n))}</td></tr>'
                   for n in facts.notices]
         parts.append("</tbody></table>")
     else:
@@ -543,7 +523,7 @@ at <code>{_e(s.base_commit[:10])}</code>
 
     parts.append('<h2 id="events">Timeline, line by line</h2><div class="panel"><details><summary>'
                  f'{len(_chronicle(facts))} entries</summary><table><tbody>')
-    parts += [f'<tr><td class="mono">{_e(_clock(at))}</td><td>{_e(text)}</td></tr>'
+    parts += [f'<tr><td class="mono">{_e(timeparse.local_clock(at))}</td><td>{_e(text)}</td></tr>'
               for at, text in _chronicle(facts)]
     parts.append("</tbody></table></details></div>")
 
@@ -632,7 +612,7 @@ def timeline_svg(facts: Facts) -> str:
         tx = x(moment)
         out.append(f'<line x1="{tx}" y1="{top}" x2="{tx}" y2="{axis_y + 4}" stroke="#e3e7ea"/>')
         out.append(f'<text x="{tx}" y="{axis_y + 19}" text-anchor="middle" font-size="12" fill="#5f6b73">'
-                   f'{_e(_local(moment, fmt))}</text>')
+                   f'{_e(timeparse.local_clock(moment, fmt))}</text>')
         tick += step
     # attempts, with the backoff waits between them as a thin line
     mid = row_mid(0)
@@ -640,13 +620,13 @@ def timeline_svg(facts: Facts) -> str:
                'stroke-width="2" stroke-dasharray="3 3"><title>waiting between attempts (backoff)</title>'
                '</line>')
     for a in s.attempts:
-        a_start = _when(a.started_at) or start
-        a_end = _when(a.ended_at) or (view.now if view.live else _night_end(facts))
+        a_start = timeparse.moment(a.started_at) or start
+        a_end = timeparse.moment(a.ended_at) or (view.now if view.live else _night_end(facts))
         x0, x1 = x(a_start), x(a_end)
         w = max(x1 - x0, 3.0)
         key, colour, words = _outcome(a)
-        until = _clock(a.ended_at) if a.ended_at else "now"
-        tip = (f"attempt {a.number} ({a.kind}) {_clock(a.started_at)}–{until}: {words}"
+        until = timeparse.local_clock(a.ended_at) if a.ended_at else "now"
+        tip = (f"attempt {a.number} ({a.kind}) {timeparse.local_clock(a.started_at)}–{until}: {words}"
                + (f" — {a.detail}" if a.detail else ""))
         out.append(f'<g class="attempt" data-attempt="{a.number}" data-outcome="{_e(key)}">'
                    f'<rect x="{x0}" y="{mid - 11}" width="{w:.1f}" height="22" rx="4" fill="{colour}">'
@@ -660,30 +640,30 @@ def timeline_svg(facts: Facts) -> str:
     mid = row_mid(1)
     for b in view.branches:
         for c in b.commits:
-            out.append(f'<circle class="commit-mark" cx="{x(_when(c.at))}" cy="{mid}" r="6" '
+            out.append(f'<circle class="commit-mark" cx="{x(timeparse.moment(c.at))}" cy="{mid}" r="6" '
                        f'fill="{colours.get(b.name, "#999")}" stroke="#fff" stroke-width="1.5">'
-                       f'<title>{_e(_clock(c.at))} {_e(c.sha[:10])} on {_e(b.name)}: {_e(c.subject)}'
+                       f'<title>{_e(timeparse.local_clock(c.at))} {_e(c.sha[:10])} on {_e(b.name)}: {_e(c.subject)}'
                        '</title></circle>')
     # journal: summaries and questions
     mid = row_mid(2)
     for item in view.summaries:
-        cx = x(_when(item.at))
+        cx = x(timeparse.moment(item.at))
         out.append(f'<path d="M{cx} {mid - 7} L{cx + 7} {mid} L{cx} {mid + 7} L{cx - 7} {mid} Z" '
-                   f'fill="#00838f"><title>{_e(_clock(item.at))} summary: {_e(item.text)}</title></path>')
+                   f'fill="#00838f"><title>{_e(timeparse.local_clock(item.at))} summary: {_e(item.text)}</title></path>')
     for q in view.questions:
-        cx = x(_when(q.at))
+        cx = x(timeparse.moment(q.at))
         out.append(f'<g><circle cx="{cx}" cy="{mid}" r="8" fill="#ef6c00"/><text x="{cx}" y="{mid + 4.5}" '
                    f'text-anchor="middle" font-size="12" font-weight="700" fill="#fff">?</text>'
-                   f'<title>{_e(_clock(q.at))} question: {_e(q.text)}</title></g>')
+                   f'<title>{_e(timeparse.local_clock(q.at))} question: {_e(q.text)}</title></g>')
     # supervisor: restarts, stalls, fresh threads, checkpoints, refusals
     mid = row_mid(3)
     for e in facts.events:
         name = str(e.get("event", ""))
-        moment = _when(e.get("at"))
+        moment = timeparse.moment(e.get("at"))
         if moment is None or name in ("night.created",):
             continue
         cx = x(moment)
-        label = f"{_clock(e.get('at'))} {name}"
+        label = f"{timeparse.local_clock(e.get('at'))} {name}"
         if "restart" in name:
             mark = f'<path d="M{cx} {mid - 8} L{cx + 8} {mid + 6} L{cx - 8} {mid + 6} Z" fill="#c62828"/>'
         elif "stall" in name:
@@ -700,10 +680,10 @@ def timeline_svg(facts: Facts) -> str:
     bottom = axis_y
     wx = x(s.wrap_up_dt)
     out.append(f'<line x1="{wx}" y1="{top - 4}" x2="{wx}" y2="{bottom}" stroke="#78909c" '
-               f'stroke-dasharray="4 3"><title>wrap-up from {_e(_clock(s.wrap_up_at))}</title></line>')
+               f'stroke-dasharray="4 3"><title>wrap-up from {_e(timeparse.local_clock(s.wrap_up_at))}</title></line>')
     dx = x(s.deadline_dt)
     out.append(f'<line class="deadline" x1="{dx}" y1="{top - 4}" x2="{dx}" y2="{bottom}" stroke="#c62828" '
-               f'stroke-width="2"><title>deadline {_e(_clock(s.deadline))}</title></line>')
+               f'stroke-width="2"><title>deadline {_e(timeparse.local_clock(s.deadline))}</title></line>')
     if view.live:
         nx = x(view.now)
         out.append(f'<line x1="{nx}" y1="{top - 4}" x2="{nx}" y2="{bottom}" stroke="#1565c0" stroke-width="2" '

@@ -16,8 +16,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from . import gitops, redact
 from .exitcodes import SecretRefused
+from .state import RunLayout
 
-EVENTS_FILE = "events.jsonl"
 
 
 def staged_secrets(worktree: Path, rel_paths: Sequence[str],
@@ -105,10 +105,10 @@ def refuse_secrets(session, worktree: Path, rel_paths: Sequence[str]) -> None:
 def record(session, event: str, **fields) -> None:
     """Append one event (kinds and counts only, never values) to the run's local events file.
     Best effort: the journal must not fail because the run folder is not writable."""
-    heartbeat = getattr(session, "heartbeat_file", "")
-    if not heartbeat:
+    layout = RunLayout.of_session(session)
+    if layout is None:
         return
-    path = Path(heartbeat).parent / EVENTS_FILE
+    path = layout.secret_events
     line = json.dumps({"event": event, "at": _now(), "run_id": session.run_id, **fields},
                       sort_keys=False) + "\n"
     try:
@@ -125,7 +125,7 @@ def record(session, event: str, **fields) -> None:
 def read_events(run_dir: Path) -> List[dict]:
     """The events recorded for a run (unreadable lines skipped)."""
     from .journal import read_records  # the journal imports this module
-    return read_records(run_dir / "agent" / EVENTS_FILE, "event")
+    return read_records(RunLayout(run_dir).secret_events, "event")
 
 
 def _now() -> str:

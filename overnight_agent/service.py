@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional
 
-from . import alerts, exitcodes, journald, logs, night, state
+from . import alerts, config, exitcodes, journald, logs, night, state
 from .exitcodes import OvernightError, UsageError
 
 MANAGER_VAR = "OVERNIGHT_AGENT_SERVICE_MANAGER"   # set by our units and plist
@@ -43,18 +43,20 @@ def run_night(request: night.RunRequest, detach: bool = False, env=None) -> int:
         # `systemctl start` by hand: systemd names the timer (or path unit) in TRIGGER_UNIT for
         # every start it triggers, automatic restarts of that start included.
         request = dataclasses.replace(request, by_hand=True)
-    if detach:
-        if under:
-            raise UsageError(f"--detach: refused under {under}, which runs `run` in the foreground "
-                             "and tracks it (detaching would break Type=notify and the watchdog); "
-                             "drop --detach")
-        from . import daemonize
-        daemonize.detach(night.load_for(request))
+    if detach and under:
+        raise UsageError(f"--detach: refused under {under}, which runs `run` in the foreground "
+                         "and tracks it (detaching would break Type=notify and the watchdog); "
+                         "drop --detach")
+    loaded = None
     try:
-        code = night.run(request)
+        loaded = night.load_for(request)
+        if detach:
+            from . import daemonize
+            daemonize.detach(loaded)
+        result = night.run(request, loaded=loaded)
     except OvernightError as exc:
         if exc.exit_code in (exitcodes.CONFIG, exitcodes.UNEXPECTED) and under != "systemd":
-            _announce(request, f"exit {exc.exit_code}: {exc}")
+            _announce(loaded, f"exit {exc.exit_code}: {exc}")
         if under == "launchd" and exc.exit_code in (exitcodes.LOCKED, exitcodes.CONFIG):
             print(f"overnight-agent: {exc}", file=sys.stderr)
             print(f"overnight-agent: exiting 0, not {exc.exit_code}: launchd would retry it all night",
@@ -63,35 +65,25 @@ def run_night(request: night.RunRequest, detach: bool = False, env=None) -> int:
         raise
     except Exception as exc:
         if under != "systemd":
-            _announce(request, f"unexpected {type(exc).__name__}: {exc}")
+            _announce(loaded, f"unexpected {type(exc).__name__}: {exc}")
         raise
-    _announce_if_failed(request)
-    return code
-
-
-def _announce(request: night.RunRequest, reason: str) -> None:
-    """Announce a night that ended in an error (when the config names a notify.command)."""
-    log = logs.get()
-    try:
-        loaded = night.load_for(request)
-        session = state.load(loaded.paths.session_state)
-    except OvernightError:
-        return  # the config naming the command cannot be read: the error printed says why
-    if not loaded.config.notify.command:
-        return  # nothing to announce with; the error itself stays the one line the terminal shows
-    if session is not None and session.supervisor_pid != os.getpid():
-        session = None  # an older night's state: not this run's
-    alerts.announce(loaded, session, alerts.Failure(reason=reason, repo=loaded.paths.repo_root), log)
-
-
-def _announce_if_failed(request: night.RunRequest) -> None:
-    """A night this process ran that ended in state `failed` (exit 0, so no unit fails)."""
-    try:
-        loaded = night.load_for(request)
-        session = state.load(loaded.paths.session_state)
-    except OvernightError:
-        return
-    if session is not None and session.state == state.FAILED and session.supervisor_pid == os.getpid():
+    session = result.session
+    if session is not None and session.state == state.FAILED:  # exit 0, so no unit fails
         last = session.last_attempt()
         why = f"the night gave up: last attempt {last.outcome}" if last else "the night gave up"
         alerts.announce(loaded, session, alerts.Failure(reason=why, repo=loaded.paths.repo_root))
+    return result.exit_code
+
+
+def _announce(loaded: Optional[config.Loaded], reason: str) -> None:
+    """Announce a night that ended in an error (when the config names a notify.command). The
+    night's state is read from disk: the process that wrote it did not get to hand it back."""
+    if loaded is None or not loaded.config.notify.command:
+        return  # nothing to announce with; the error itself stays the one line the terminal shows
+    try:
+        session = state.load(loaded.paths.session_state)
+    except OvernightError:
+        session = None
+    if session is not None and session.supervisor_pid != os.getpid():
+        session = None  # an older night's state: not this run's
+    alerts.announce(loaded, session, alerts.Failure(reason=reason, repo=loaded.paths.repo_root), logs.get())

@@ -1,6 +1,7 @@
 """The durable session state: `session.json`, the one source of truth about a night.
 
-Owns: the state's shape, validating it on load, and writing it atomically (temp file, fsync,
+Owns: the state's shape, validating it on load, where a night's own files lie (`RunLayout`),
+and writing it atomically (temp file, fsync,
 rename, fsync of the folder) so a supervisor killed at any instant leaves either the old or the
 new file, never a torn one. Must not: decide anything, run processes or git.
 """
@@ -158,6 +159,72 @@ class Session:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one night's own files live: `<run_root>/runs/<run_id>/`. Built once per night;
+    every module asks it rather than joining names of its own."""
+
+    root: Path
+
+    @property
+    def agent_dir(self) -> Path:
+        """The one folder under run_root the agent may write (its heartbeat, its records)."""
+        return self.root / "agent"
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.agent_dir / "heartbeat"
+
+    @property
+    def secret_events(self) -> Path:
+        """The journal's redactions and refusals (kinds and counts, never values)."""
+        return self.agent_dir / "events.jsonl"
+
+    @property
+    def branches_file(self) -> Path:
+        """The run's work-item branches (written by the agent's hooks and `branch`)."""
+        return self.agent_dir / "branches.json"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.root / "supervisor.log"
+
+    @property
+    def inbox(self) -> Path:
+        """The operator's messages for the agent (`tell`)."""
+        return self.root / "told.jsonl"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.root / "validation"
+
+    @property
+    def guard_dir(self) -> Path:
+        return self.root / "guard"
+
+    @property
+    def archived_session(self) -> Path:
+        """Where a night's session.json is kept once another night starts."""
+        return self.root / "session.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @classmethod
+    def of_session(cls, session: "Session", session_path: Optional[Path] = None) -> Optional["RunLayout"]:
+        """A night's layout from its state: the heartbeat it recorded lies in it (else the
+        `runs/<run_id>` beside `session_path`; None without either)."""
+        if session.heartbeat_file:
+            return cls(Path(session.heartbeat_file).parent.parent)
+        return cls(session_path.parent / "runs" / session.run_id) if session_path else None
+
 
 
 _REQUIRED = ("run_id", "repo_root", "deadline", "wrap_up_at", "session_worktree", "session_branch",

@@ -160,9 +160,7 @@ class View:
 
 def run_dir_of(session: state.Session, session_path: Path) -> Path:
     """`<run_root>/runs/<run_id>`: from the heartbeat path the night recorded, else beside the state."""
-    if session.heartbeat_file:
-        return Path(session.heartbeat_file).parent.parent
-    return session_path.parent / "runs" / session.run_id
+    return state.RunLayout.of_session(session, session_path).root
 
 
 def collect(session_path: Path, *, session: Optional[state.Session] = None,
@@ -210,8 +208,8 @@ def last_recorded(session: state.Session) -> dt.datetime:
     """The last moment session.json records: an attempt's start or end, or an event."""
     moments = [timeparse.parse_iso(session.created_at)]
     for attempt in session.attempts:
-        moments += [_time(attempt.started_at), _time(attempt.ended_at)]
-    moments += [_time(e.get("at")) for e in session.events]
+        moments += [timeparse.moment(attempt.started_at), timeparse.moment(attempt.ended_at)]
+    moments += [timeparse.moment(e.get("at")) for e in session.events]
     return max(m for m in moments if m is not None)
 
 
@@ -362,7 +360,8 @@ def validations(run_dir: Path) -> List[Validation]:
     `<run_dir>/validation/`, or `<run_dir>/agent/validation/` when that was not writable);
     unreadable ones are skipped."""
     found = []
-    for folder in (run_dir / "validation", run_dir / "agent" / "validation"):
+    layout = state.RunLayout(run_dir)
+    for folder in (layout.validation_dir, layout.agent_dir / "validation"):
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
             data = _json(path)
             if not isinstance(data, dict) or not isinstance(data.get("started_at"), str):
@@ -376,7 +375,7 @@ def validations(run_dir: Path) -> List[Validation]:
                                     mode=str(data.get("mode") or "base"), branch=data.get("branch"),
                                     head=data.get("head"), suites=suites, failed_guards=failed,
                                     record=str(path)))
-    return sorted(found, key=lambda v: _time(v.at) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    return sorted(found, key=lambda v: timeparse.moment(v.at) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
 
 
 def judge_validations(branches: List[Branch], records: List[Validation]) -> None:
@@ -398,8 +397,8 @@ def judge_validations(branches: List[Branch], records: List[Validation]) -> None
 
 def _covers(record: Validation, branch: Branch) -> bool:
     if record.head is None:  # an older record: it counts when no commit came after it
-        newest = _time(branch.commits[0].at) if branch.commits else None
-        return newest is None or (_time(record.at) or newest) >= newest
+        newest = timeparse.moment(branch.commits[0].at) if branch.commits else None
+        return newest is None or (timeparse.moment(record.at) or newest) >= newest
     if record.mode == "staged":
         return record.head == branch.tip_parent
     return record.head == branch.tip
@@ -418,7 +417,7 @@ def summaries(session: state.Session, window: Tuple[dt.datetime, dt.datetime]) -
     found = []
     for line in (text or "").splitlines():
         m = SUMMARY.fullmatch(line.strip())
-        if m and window[0] <= _time(m.group("at")) <= window[1]:
+        if m and window[0] <= timeparse.moment(m.group("at")) <= window[1]:
             found.append(Summary(at=m.group("at"), branch=m.group("branch"), sha=m.group("sha"),
                                  text=m.group("text")))
     return found
@@ -442,15 +441,6 @@ def _read(path: Path) -> Optional[str]:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return None
-
-
-def _time(value) -> Optional[dt.datetime]:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return timeparse.parse_iso(value.replace("Z", "+00:00"))
-    except ValueError:
         return None
 
 
@@ -513,7 +503,7 @@ def render(view: View, summary_lines: int = 5) -> str:
         out.append(f"no attempt yet; supervisor restarts {s.restarts}")
     else:
         doing = (f"{last.outcome}{': ' + last.detail if last.detail else ''}" if last.outcome
-                 else f"running since {_clock(last.started_at)}")
+                 else f"running since {_hms(last.started_at)}")
         out.append(f"attempt {last.number} ({last.kind}): {doing}")
         out.append(f"attempts {len(s.attempts)}; supervisor restarts {s.restarts}; "
                    f"fresh starts {s.fresh_starts}")
@@ -521,7 +511,7 @@ def render(view: View, summary_lines: int = 5) -> str:
     if view.evidence:
         e = view.evidence
         out.append(f"last sign of life: {timeparse.format_duration(e.age_seconds)} ago ({e.source}, "
-                   f"{_clock(e.at)})")
+                   f"{_hms(e.at)})")
     else:
         out.append("last sign of life: none yet")
     commits = view.commits
@@ -531,9 +521,9 @@ def render(view: View, summary_lines: int = 5) -> str:
         out.append(f"  {b.name}: {len(b.commits)} commit{'s' if len(b.commits) != 1 else ''}; {stat}")
         out.append(f"    validation: {validation_line(b)}")
         for v in b.validations[-3:]:
-            out.append(f"      {_clock(v.at)} {v.describe()}")
+            out.append(f"      {_hms(v.at)} {v.describe()}")
         for c in b.commits[:5]:
-            out.append(f"    {c.sha[:10]} {_clock(c.at)} {c.subject}")
+            out.append(f"    {c.sha[:10]} {_hms(c.at)} {c.subject}")
         if len(b.commits) > 5:
             out.append(f"    ... {len(b.commits) - 5} more")
     unchecked = [b.name for b in view.branches if b.needs_review]
@@ -545,13 +535,17 @@ def render(view: View, summary_lines: int = 5) -> str:
     if view.summaries:
         out.append(f"summaries ({len(view.summaries)}, last {min(summary_lines, len(view.summaries))}):")
         for item in view.summaries[-summary_lines:]:
-            out.append(f"  {_clock(item.at)} {item.text}")
+            out.append(f"  {_hms(item.at)} {item.text}")
     opened = view.open_questions
     out.append(f"open questions: {len(opened) or 'none'}")
     for q in opened:
         out.append(f"  - [ ] {q.text}")
     out.append(f"session worktree {s.session_worktree} ({s.session_branch})")
     return redact.Redactor(os.environ).text("\n".join(out))
+
+
+def _hms(value) -> str:
+    return timeparse.local_clock(value, missing="-")
 
 
 def validation_line(branch: Branch) -> str:
@@ -565,13 +559,6 @@ def validation_line(branch: Branch) -> str:
     if branch.validation == STALE:
         return f"stale: passed before the newest commits ({counted})"
     return "none" + (" (NOT VALIDATED: commits without a validation run)" if branch.commits else "")
-
-
-def _clock(value: Optional[str]) -> str:
-    moment = _time(value)
-    if moment is None:
-        return "-"
-    return moment.astimezone(timeparse.local_now().tzinfo).strftime("%H:%M:%S")
 
 
 def dumps(view: View) -> str:

@@ -70,7 +70,7 @@ class Settings:
 
 
 class Supervisor:
-    def __init__(self, *, session: state.Session, state_path: Path, run_dir: Path,
+    def __init__(self, *, session: state.Session, state_path: Path, layout: state.RunLayout,
                  backend: Backend, settings: Settings, prompts: Dict[str, str],
                  prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
                  identity: Dict[str, str], notifier: Optional[Notifier] = None, guard=None,
@@ -78,7 +78,7 @@ class Supervisor:
                  now: Callable = timeparse.local_now, processes=procs.Processes()):
         self.session = session
         self.state_path = state_path
-        self.run_dir = run_dir
+        self.layout = layout
         self.backend = backend
         self.settings = settings
         self.prompts = prompts
@@ -90,7 +90,7 @@ class Supervisor:
         self.chronicle = Chronicle(session, log, now, guard=guard, identity=identity, env=env)
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
-        self.log_cap = capture.LogCap(run_dir, settings.max_log_bytes)
+        self.log_cap = capture.LogCap(layout.root, settings.max_log_bytes)
         self.guard_pending: Optional[int] = None  # an attempt whose refs are still to be checked
         self.guard_checked = -GUARD_CHECK_EVERY
         self.phase = Phase(session.state)
@@ -323,7 +323,7 @@ class Supervisor:
             session.thread_id = None
         kind = "start" if fresh else "resume"
         text, prompt_kind = self._prompt(kind)
-        messages = tell.told(self.run_dir)[session.messages_delivered:]
+        messages = tell.told(self.layout)[session.messages_delivered:]
         text = tell.with_messages(text, messages)
         plan = Plan(number=len(session.attempts) + 1, kind=kind, prompt_kind=prompt_kind,
                     argv=(self.backend.start_argv(text) if fresh
@@ -332,7 +332,7 @@ class Supervisor:
                     started_at=timeparse.iso(self.now()))
         try:
             self.live = LiveAttempt.spawn(
-                plan, backend=self.backend, run_dir=self.run_dir, cwd=session.session_worktree, env=self.env,
+                plan, backend=self.backend, run_dir=self.layout.root, cwd=session.session_worktree, env=self.env,
                 cap=self.log_cap, redactor=self.redactor, watch=self.watch, selector=self.selector,
                 limits=self.settings.limits, sample_interval=self.settings.sample_interval,
                 heartbeat=Path(session.heartbeat_file) if session.heartbeat_file else None,

@@ -21,19 +21,16 @@ from typing import List
 from . import journal, state, timeparse
 from .exitcodes import ConfigError
 
-INBOX = "told.jsonl"
-
-
-def record(run_dir: Path, who: str, message: str) -> None:
+def record(layout: state.RunLayout, who: str, message: str) -> None:
     """Append one message as one whole line (redacted by `journal.append_line`)."""
     line = json.dumps({"at": timeparse.iso(timeparse.local_now()), "from": who, "message": message},
                       ensure_ascii=False)
-    journal.append_line(run_dir / INBOX, line)
+    journal.append_line(layout.inbox, line)
 
 
-def told(run_dir: Path) -> List[dict]:
+def told(layout: state.RunLayout) -> List[dict]:
     """Every message of the night, oldest first (lines that do not parse are skipped)."""
-    return journal.read_records(run_dir / INBOX, "message")
+    return journal.read_records(layout.inbox, "message")
 
 
 def with_messages(prompt: str, messages: List[dict]) -> str:
@@ -45,13 +42,13 @@ def with_messages(prompt: str, messages: List[dict]) -> str:
             "(oldest first):\n" + "\n".join(lines) + "\n")
 
 
-def tell(session: state.Session, session_path: Path, run_dir: Path, message: str) -> str:
+def tell(session: state.Session, session_path: Path, layout: state.RunLayout, message: str) -> str:
     """Leave the operator's message for the agent of a live or resumable night."""
     if not message.strip():
         raise ConfigError("tell: the message is empty; say what the agent should know")
     if session.state in (state.FINISHED, state.FAILED):
         raise ConfigError(f"{session_path}: state: the night is {session.state}; there is no next turn to tell")
-    record(run_dir, "operator", message)
+    record(layout, "operator", message)
     journal.summary(session, f"Operator told the agent: {message}", author="operator")
     return (f"Left for the agent of run {session.run_id}: it arrives with the prompt of its next "
             "turn (a turn already running is not interrupted).")

@@ -1,11 +1,12 @@
 """Converters for durations and clock times, and the pure arithmetic of a night.
 
-Owns: parsing `30s`/`10m`/`1h30m`/`HH:MM`, and computing deadlines, wrap-up times and night
-windows from a given `now`. Must not: read the clock itself (callers pass `now`), touch files.
+Owns: parsing `30s`/`10m`/`1h30m`/`HH:MM`, computing deadlines, wrap-up times and night
+windows from a given `now`, and showing recorded times to a reader (local clock, durations). Must not: read the clock itself (callers pass `now`), touch files.
 Every converter raises ValueError whose text says what was expected.
 """
 import datetime as dt
 import re
+from typing import Optional
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -91,3 +92,33 @@ def parse_iso(value: str) -> dt.datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset")
     return moment
+
+
+# --- showing recorded times (status, the report) ------------------------------------------------
+
+def moment(value) -> Optional[dt.datetime]:
+    """A recorded time (ISO 8601 with an offset, or a `Z`), or None when there is none."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_iso(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def local_clock(value, fmt: str = "%H:%M:%S", missing: str = "–") -> str:
+    """A recorded time on this machine's clock, e.g. `23:04:17`."""
+    when = moment(value)
+    if when is None:
+        return missing
+    return when.astimezone(local_now().tzinfo).strftime(fmt)
+
+
+def span(start, end, missing: str = "–") -> str:
+    """How long from `start` to `end` (recorded times), e.g. `1h05m`."""
+    a, b = moment(start), moment(end)
+    if a is None or b is None:
+        return missing
+    return format_duration((b - a).total_seconds())

@@ -258,15 +258,15 @@ def command(*, repo: Optional[Path], config_path: Optional[Path], staged: bool, 
         session = None
         if os.environ.get("OVERNIGHT_AGENT_SESSION"):  # the agent's night, without a guard spec
             session = state.load(Path(os.environ["OVERNIGHT_AGENT_SESSION"]))
-        agent_dir = Path(session.heartbeat_file).parent if session and session.heartbeat_file else None
+        layout = state.RunLayout.of_session(session) if session else None
         settings = guards.GuardSettings.from_validation(
             cfg.validation, base=session.base_commit if session else cfg.repo.base_branch,
             ops_journal_branch=cfg.repo.ops_journal_branch,
             journal_paths=(cfg.repo.reports_dir.strip("/"), cfg.repo.exec_summary_log.strip("/")),
-            branches_file=str(agent_dir / "branches.json") if agent_dir else None)
+            branches_file=str(layout.branches_file) if layout else None)
         suites = cfg.validation.suites
-        if session is not None:
-            record_dir = _writable_dir(agent_dir.parent / "validation", agent_dir / "validation")
+        if layout is not None:
+            record_dir = _writable_dir(layout.validation_dir, layout.agent_dir / "validation")
             run_id = session.run_id
     base_ref = base or settings.base
     try:
@@ -286,8 +286,8 @@ def record_work_item(session, branch: str, paths: Optional[Sequence[str]]) -> No
     spec = _guard_spec()
     if spec is not None and spec.get("branches_file"):
         target = spec["branches_file"]
-    elif session.heartbeat_file:
-        target = str(Path(session.heartbeat_file).parent / "branches.json")
+    elif state.RunLayout.of_session(session) is not None:
+        target = str(state.RunLayout.of_session(session).branches_file)
     else:
         return
     record_branch(target, branch, paths=list(paths) if paths else None, by="branch-command")

@@ -244,7 +244,7 @@ def test_install_refuses_what_could_not_run_and_writes_nothing(setup, tmp_path):
         (["--repo", base / "nowhere"], "--repo: not a folder"),
         (["--repo", base], "not inside a git repository"),
         (["--repo", repo, "--config", base / "missing.yaml"], "--config: no such file"),
-        (["--repo", repo, "--config", bad_cfg], "'no-such-codex-here' is not on the PATH the service will have"),
+        (["--repo", repo, "--config", bad_cfg], "codex.codex_bin: 'no-such-codex-here' is not on the service's PATH"),
         (["--repo", repo, "--config", cfg, "--at", "12:00"], "--at 12:00: outside the night window 17:00-05:00"),
     ]
     for args, message in cases:

@@ -211,7 +211,7 @@ class Rig:
         prompts = {"boot": "BOOT $run_id", "resume": "RESUME $run_id", "wrap_up": "WRAP UP by $deadline"}
         values_of_prompts = {**{name: "-" for name in prompt.PLACEHOLDERS}, "run_id": "r1",
                              "deadline": self.session.deadline}
-        self.sup = Supervisor(session=self.session, state_path=self.state_path, run_dir=self.run_dir,
+        self.sup = Supervisor(session=self.session, state_path=self.state_path, layout=state.RunLayout(self.run_dir),
                               backend=self.backend, settings=Settings(**values), prompts=prompts,
                               prompt_values=lambda: values_of_prompts, env={}, log=self.log,
                               identity={"name": "T", "email": "t@example.invalid"},

@@ -1,5 +1,38 @@
-"""Agent backends: one adapter per coding-agent CLI behind the `base.Backend` seam."""
-from .base import AttemptView, Backend, Event, Outcome
-from .codex import CodexBackend
+"""Agent backends: one adapter per coding-agent CLI behind the `base.Backend` seam.
 
-__all__ = ["AttemptView", "Backend", "CodexBackend", "Event", "Outcome"]
+Owns: which backends exist (`BACKENDS`, by the config's `agent:` name) and making the one a
+night asks for (`create`). Nothing outside this package names a backend class.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .base import AttemptView, Backend, Capabilities, Event, Outcome, StopReason
+from .codex import CodexBackend
+from .command import CommandBackend
+
+BACKENDS = {"codex": CodexBackend, "command": CommandBackend}
+
+
+@dataclass(frozen=True)
+class NightFacts:
+    """What a backend may need of the night it runs in."""
+
+    run_id: str
+    worktree: Path
+    heartbeat: Path
+    state_home: Path               # the CLI's own state folder (codex: CODEX_HOME), mode 0700
+    binary: Optional[str]          # the CLI executable, resolved (None: the argv names it)
+    model: str
+    effort: str
+    sandbox: str
+    writable_roots: Tuple[Path, ...] = ()
+
+
+def create(agent: str, cfg, night: NightFacts) -> Backend:
+    """The backend for `agent` (a key of BACKENDS), set up from the config and the night."""
+    return BACKENDS[agent].for_night(cfg, night)
+
+
+__all__ = ["AttemptView", "Backend", "BACKENDS", "Capabilities", "Event", "NightFacts", "Outcome",
+           "StopReason", "create"]

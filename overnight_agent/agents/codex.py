@@ -44,6 +44,12 @@ class CodexBackend:
         self.env_passthrough = list(env_passthrough)
         self._rollouts: Dict[str, Path] = {}  # thread id -> its rollout file, once found
 
+    @classmethod
+    def for_night(cls, cfg, night) -> "CodexBackend":
+        return cls(codex_bin=night.binary, codex_home=night.state_home, model=night.model,
+                   effort=night.effort, sandbox=night.sandbox, writable_roots=night.writable_roots,
+                   extra_config=cfg.codex.extra_config, env_passthrough=cfg.codex.env_passthrough)
+
     # --- argv -------------------------------------------------------------------------------
 
     def _pinned(self) -> List[str]:

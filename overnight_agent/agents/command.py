@@ -26,6 +26,13 @@ class CommandBackend:
         self.values = dict(values)
         self.env_passthrough = list(env_passthrough)
 
+    @classmethod
+    def for_night(cls, cfg, night) -> "CommandBackend":
+        return cls(argv=cfg.command.argv, resume_argv=cfg.command.resume_argv,
+                   values={"run_id": night.run_id, "worktree": str(night.worktree),
+                           "heartbeat_file": str(night.heartbeat)},
+                   env_passthrough=cfg.codex.env_passthrough)
+
     def _fill(self, template: List[str], prompt: str) -> List[str]:
         values = {**self.values, "prompt": prompt}
         return [_format(part, values) for part in template]
