@@ -14,12 +14,12 @@ from . import gitops, journal, secretguard, state, timeparse
 
 
 class Chronicle:
-    def __init__(self, session: state.Session, log, now: Callable, *, guard=None,
+    def __init__(self, session: state.Session, log, now: Callable, *, audit=None,
                  identity: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None):
         self.session = session
         self.log = log
         self.now = now
-        self.guard = guard                # gitsafety.AgentGuard, or None
+        self.audit = audit                # audit.Audit, or None
         self.identity = identity or {}
         self.env = env or {}
 
@@ -51,11 +51,11 @@ class Chronicle:
 
     def guard_check(self, attempt: int) -> None:
         """The after-attempt check of refs outside overnight/* and the primary tree (see
-        gitsafety.AgentGuard.check): what it found and restored, recorded once."""
-        if self.guard is None:
+        audit.Audit.check): what it found and restored, recorded once."""
+        if self.audit is None:
             return
         try:
-            check = self.guard.check(attempt)
+            check = self.audit.check(attempt)
         except Exception as exc:  # a failed check must not end the night; it is reported
             self.log.error("guard.check_failed", error=str(exc))
             return

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import config, faults, gitops, gitsafety, logs, policy, procs, prompt, state, timeparse
+from . import config, faults, fences, gitops, logs, policy, procs, prompt, state, timeparse
 from . import agents
 from .liveness import Limits, sample_every
 from .exitcodes import ConfigError, OvernightError
@@ -243,7 +243,7 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
                      log) -> Supervisor:
     cfg, paths = loaded.config, loaded.paths
     worktree = Path(session.session_worktree)
-    guard = gitsafety.prepare(paths.repo_root, layout.root, paths.codex_home, session, cfg, tool=tool_command())
+    guard = fences.prepare(paths.repo_root, layout.root, paths.codex_home, session, cfg, tool=tool_command())
     writable = [*guard.writable_roots, *gitops.sandbox_writable_roots(worktree), Path(session.ops_journal_worktree),
                 gitops.worktree_git_dir(Path(session.ops_journal_worktree)), layout.agent_dir]
     heartbeat = Path(session.heartbeat_file)
@@ -273,7 +273,7 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
 
     settings = make_settings(cfg)
     identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
-    return Supervisor(session=session, state_path=paths.session_state, guard=guard,
+    return Supervisor(session=session, state_path=paths.session_state, audit=guard.audit,
                       layout=layout, backend=backend, settings=settings,
                       prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
                       notifier=Notifier())

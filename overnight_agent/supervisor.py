@@ -73,7 +73,7 @@ class Supervisor:
     def __init__(self, *, session: state.Session, state_path: Path, layout: state.RunLayout,
                  backend: Backend, settings: Settings, prompts: Dict[str, str],
                  prompt_values: Callable[[], Dict[str, str]], env: Dict[str, str], log,
-                 identity: Dict[str, str], notifier: Optional[Notifier] = None, guard=None,
+                 identity: Dict[str, str], notifier: Optional[Notifier] = None, audit=None,
                  clock: Callable[[], float] = time.monotonic,
                  now: Callable = timeparse.local_now, processes=procs.Processes()):
         self.session = session
@@ -87,7 +87,7 @@ class Supervisor:
         self.log = log
         self.notifier = notifier or Notifier({})
         self.clock, self.now, self.processes = clock, now, processes   # seams: tests pass fakes
-        self.chronicle = Chronicle(session, log, now, guard=guard, identity=identity, env=env)
+        self.chronicle = Chronicle(session, log, now, audit=audit, identity=identity, env=env)
         # Secrets the agent prints never reach a log: token shapes and this environment's values.
         self.redactor = redact.Redactor({**os.environ, **env}) if settings.redact_output else None
         self.log_cap = capture.LogCap(layout.root, settings.max_log_bytes)
@@ -132,8 +132,8 @@ class Supervisor:
 
     def begin(self) -> None:
         """Set up (lock, worktrees, leftovers stopped by `night`): the loop starts."""
-        if self.chronicle.guard is not None:
-            self.chronicle.guard.begin(restarted=bool(self.session.restarts))
+        if self.chronicle.audit is not None:
+            self.chronicle.audit.begin(restarted=bool(self.session.restarts))
         if procs.ss_binary() is None:
             self.log.warning("liveness.no_network_evidence", missing="ss",
                              hint="install iproute2: a slowly streaming model may look stalled")

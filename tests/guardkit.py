@@ -1,5 +1,5 @@
 """A night's git layout without a supervisor, for the guard tests: an operator's repository
-with things worth protecting, the session and ops-journal worktrees, and `gitsafety.prepare`.
+with things worth protecting, the session and ops-journal worktrees, and `fences.prepare`.
 
     night = make_night(base)          # base: a folder (outside /tmp for real-codex tests)
     night.agent_env()                 # the environment an agent process gets (guard env added)
@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import yaml
 
-from overnight_agent import config, gitsafety, state
+from overnight_agent import config, fences, state
 
 IDENTITY = {"name": "Overnight Agent", "email": "overnight-agent@localhost"}
 
@@ -46,11 +46,11 @@ class Night:
     codex_home: Path
     session: state.Session
     cfg: config.Config
-    guard: gitsafety.AgentGuard = None
+    guard: fences.Fences = None
     extra_env: Dict[str, str] = field(default_factory=dict)
 
-    def prepare(self) -> gitsafety.AgentGuard:
-        self.guard = gitsafety.prepare(self.repo, self.run_dir, self.codex_home, self.session, self.cfg)
+    def prepare(self) -> fences.Fences:
+        self.guard = fences.prepare(self.repo, self.run_dir, self.codex_home, self.session, self.cfg)
         return self.guard
 
     def agent_env(self) -> Dict[str, str]:

@@ -164,7 +164,7 @@ def _agent_processes(night):
 def test_scripted_agent_tries_every_refused_operation_and_nothing_outside_overnight_changes(tmp_path):
     night = make_night(tmp_path / "n")
     start = protected(night.repo)
-    before = night.guard.snapshot()
+    before = night.guard.audit.snapshot()
     setup = ["echo agent > agent.txt && git add agent.txt && git commit -qm 'feat: agent work'",
              "echo scratch > scratch.txt"]
     ops = [c for name, c in refused_operations(night)
@@ -190,7 +190,7 @@ def test_scripted_agent_tries_every_refused_operation_and_nothing_outside_overni
     for cmd in hook_refused:
         code, text = out(cmd)
         assert code != 0 and "overnight-agent guard: refused" in text, (cmd, code, text)
-    check = night.guard.after_attempt(before, attempt=1)
+    check = night.guard.audit.after_attempt(before, attempt=1)
     assert protected(night.repo) == start, check.actions
     assert not [c for c in check.changes if not c.restorable], check.changes
     assert all(a.startswith("restored") for a in check.actions), check.actions
@@ -203,7 +203,7 @@ def test_scripted_agent_tries_every_refused_operation_and_nothing_outside_overni
 def test_after_attempt_restores_refs_changed_behind_the_hooks_and_reports_the_rest(tmp_path):
     night = make_night(tmp_path / "n")
     start = protected(night.repo)
-    before = night.guard.snapshot()
+    before = night.guard.audit.snapshot()
     common = night.repo / ".git"
     main = git(night.repo, "rev-parse", "main")
     bypass = "git -c core.hooksPath=/dev/null"
@@ -214,7 +214,7 @@ def test_after_attempt_restores_refs_changed_behind_the_hooks_and_reports_the_re
         f"git rev-parse HEAD > {common}/refs/heads/written-directly && "
         f"{bypass} stash drop -q")
     assert result.returncode == 0, result.stderr
-    check = night.guard.after_attempt(before, attempt=3)
+    check = night.guard.audit.after_attempt(before, attempt=3)
     kinds = {c.name for c in check.changes}
     assert {"refs/heads/main", "refs/tags/v2", "refs/heads/feature", "refs/tags/v1",
             "refs/heads/made-by-agent", "refs/heads/written-directly", "refs/stash"} <= kinds
@@ -226,9 +226,9 @@ def test_after_attempt_restores_refs_changed_behind_the_hooks_and_reports_the_re
     assert Path(check.record).is_file() and "refs/heads/main" in Path(check.record).read_text()
     assert "restored" in check.summary()
     # the primary tree itself cannot be restored safely: reported, never touched
-    before = night.guard.snapshot()
+    before = night.guard.audit.snapshot()
     (night.repo / "src" / "app.py").write_text("changed by someone\n")
-    check = night.guard.after_attempt(before, attempt=4)
+    check = night.guard.audit.after_attempt(before, attempt=4)
     assert [c.kind for c in check.changes] == ["primary_tree"]
     assert check.actions[0].startswith("not restored: the primary working tree changed: src/app.py")
     assert (night.repo / "src" / "app.py").read_text() == "changed by someone\n"
@@ -236,12 +236,12 @@ def test_after_attempt_restores_refs_changed_behind_the_hooks_and_reports_the_re
 
 def test_an_operator_change_during_an_attempt_is_left_alone(tmp_path):
     night = make_night(tmp_path / "n")
-    before = night.guard.snapshot()
+    before = night.guard.audit.snapshot()
     time.sleep(1.1)  # reflog times have a one-second resolution
     night.operator("branch", "-f", "feature", "HEAD~0")
     git(night.operator_wt, "commit", "-q", "--allow-empty", "-m", "operator at 2am", env=guardkit.operator_env())
     moved = git(night.repo, "rev-parse", "op-branch")
-    check = night.guard.after_attempt(before, attempt=1)
+    check = night.guard.audit.after_attempt(before, attempt=1)
     assert any(a.startswith("left as is: refs/heads/op-branch") for a in check.actions), check.actions
     assert git(night.repo, "rev-parse", "op-branch") == moved
 
@@ -328,7 +328,7 @@ def test_real_codex_is_refused_every_operation_and_the_repository_is_untouched()
     try:
         night = make_night(base / "n")
         start = protected(night.repo)
-        before = night.guard.snapshot()
+        before = night.guard.audit.snapshot()
         ops = refused_operations(night)
         # Forms a prefix rule cannot see (a redirection): the hooks refuse them instead.
         escaped = ["git update-ref refs/heads/main HEAD 2>&1", "git branch -D feature 2>&1",
@@ -361,7 +361,7 @@ def test_real_codex_is_refused_every_operation_and_the_repository_is_untouched()
             assert "overnight-agent guard: refused" in text or (
                 "branch -D" in command and "packed-refs.lock': Read-only file system" in text), text[:400]
         assert "Process exited with code 0" in outputs[work]
-        check = night.guard.after_attempt(before, attempt=1)
+        check = night.guard.audit.after_attempt(before, attempt=1)
         assert check.clean, check.actions
         assert protected(night.repo) == start
         assert git(night.repo, "log", "-1", "--format=%s", night.session.session_branch) == "feat: x"
@@ -373,12 +373,12 @@ def test_real_codex_is_refused_every_operation_and_the_repository_is_untouched()
 
 def test_the_tools_own_journal_commits_pass_the_guards(tmp_path):
     night = make_night(tmp_path / "n")
-    before = night.guard.snapshot()
+    before = night.guard.audit.snapshot()
     result = night.agent(f"{TOOL} journal summary 'Fixed two links.' && {TOOL} journal question 'Ship it?'")
     assert result.returncode == 0, result.stderr
     log = git(night.repo, "log", "--format=%s", "overnight/ops-journal")
     assert "ops: summary (agent)" in log and "ops: question for the operator" in log
-    assert night.guard.after_attempt(before).clean
+    assert night.guard.audit.after_attempt(before).clean
 
 
 def test_extra_forbidden_commands_join_the_defaults_in_codex_rules(tmp_path):
