@@ -4,16 +4,12 @@ Owns: subcommands, their arguments, and the one place exceptions become one-line
 exit codes (see `exitcodes`). Must not: hold logic of its own; each subcommand calls a module.
 """
 import argparse
-import os
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-import yaml
-
-from . import __version__, config, gitops, journal, logs, night, state, timeparse
-from .exitcodes import ConfigError, OvernightError, UsageError
+from . import __version__, agenttools, config, gitops, journal, logs, night, timeparse
+from .exitcodes import OvernightError
 
 
 def _hours(text: str) -> float:
@@ -149,11 +145,7 @@ def cmd_run(args) -> int:
 def cmd_check_config(args) -> int:
     repo_root = gitops.primary_root((args.repo or Path.cwd()).resolve())
     loaded = config.load(args.path, repo_root)
-    resolved = {"source": str(loaded.source) if loaded.source else "<built-in defaults>",
-                "config": config.to_plain(loaded.config),
-                "paths": {k: str(v) for k, v in vars(loaded.paths).items()},
-                "sandbox": loaded.sandbox}
-    print(yaml.safe_dump(resolved, sort_keys=False), end="")
+    print(config.resolved_text(loaded), end="")
     for line in config.warnings(loaded):
         print(f"overnight-agent: warning: {line}", file=sys.stderr)
     return 0
@@ -164,83 +156,51 @@ def cmd_demo(args) -> int:
     return demo.run(args.dir, args.seconds)
 
 
-def _session_for(args) -> tuple:
-    """The session.json to act on: the agent's (from its environment) or the repo's."""
-    env_path = os.environ.get("OVERNIGHT_AGENT_SESSION")
-    if env_path and getattr(args, "repo", None) is None and getattr(args, "config", None) is None:
-        path = Path(env_path)
-    else:
-        loaded = night.load_for(night.RunRequest(repo=getattr(args, "repo", None),
-                                                 config_path=getattr(args, "config", None)))
-        path = loaded.paths.session_state
-    session = state.load(path)
-    if session is None:
-        raise ConfigError(f"{path}: no session state; start a night with `overnight-agent run`")
-    return path, session
-
-
 def cmd_status(args) -> int:
     from . import status
-    path, session = _session_for(args)
-    try:
-        loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
-        codex_home = loaded.paths.codex_home
-    except OvernightError:
-        codex_home = None  # no readable config here: <run_root>/codex_home
-    print(status.command(path, session, codex_home, args.json))
+    path, session = agenttools.session_for(args.repo, args.config)
+    print(status.command(path, session, _codex_home(args), args.json))
     return 0
+
+
+def _codex_home(args) -> Optional[Path]:
+    try:
+        return night.load_for(night.RunRequest(repo=args.repo, config_path=args.config)).paths.codex_home
+    except OvernightError:
+        return None  # no readable config here: <run_root>/codex_home
 
 
 def cmd_report(args) -> int:
     from . import report
-    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
-    for path in report.command(loaded, args.run):
+    for path in report.command(_loaded(args), args.run):
         print(path)
     return 0
 
 
+def _loaded(args) -> config.Loaded:
+    return night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
+
+
 def cmd_gc(args) -> int:
     from . import gc
-    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
-    return gc.command(loaded, args.older_than, args.apply)
+    return gc.command(_loaded(args), args.older_than, args.apply)
 
 
 def cmd_journal(args) -> int:
-    _, session = _session_for(args)
+    _, session = agenttools.session_for()
     if args.journal_command == "summary":
         print(journal.summary(session, args.text))
     elif args.journal_command == "question":
         print(journal.question(session, args.text))
     else:
-        text = sys.stdin.read() if args.file == "-" else _read(Path(args.file))
+        text = sys.stdin.read() if args.file == "-" else agenttools.read_text(Path(args.file))
         print(journal.strategy(session, text))
     return 0
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
-
-
 def cmd_branch(args) -> int:
-    _, session = _session_for(args)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,60}", args.slug):
-        raise UsageError(f"branch: {args.slug!r} is not a slug; expected lowercase letters, digits, "
-                         "'-', '_' or '.', e.g. fix-broken-links")
-    now = timeparse.local_now()
-    name = f"overnight/{now.strftime('%Y-%m-%d_%H%M')}_{args.slug}"
-    worktree = Path(session.session_worktree)
-    from . import pathglob, validation
-    for pattern in args.paths or ():
-        try:
-            pathglob.check(pattern)
-        except ValueError as exc:
-            raise UsageError(f"branch --paths: {exc}") from None
-    gitops.git(["switch", "-c", name, session.session_branch], worktree)
-    validation.record_work_item(session, name, args.paths)
-    print(name)
+    _, session = agenttools.session_for()
+    print(agenttools.start_branch(session, args.slug, args.paths or ()))
     return 0
 
 
@@ -251,30 +211,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_heartbeat(args) -> int:
-    path_text = os.environ.get("OVERNIGHT_AGENT_HEARTBEAT")
-    if not path_text:
-        _, session = _session_for(args)
-        path_text = session.heartbeat_file
-    path = Path(path_text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a"):
-        os.utime(path)
+    agenttools.heartbeat()
     return 0
 
 
 def cmd_tell(args) -> int:
     from . import tell
-    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
-    path = loaded.paths.session_state
-    session = state.load(path)
-    if session is None:
-        raise ConfigError(f"{path}: no session state; start a night with `overnight-agent run`")
-    command = loaded.config.command
-    if session.agent == "command" and not any("{prompt}" in part for part in
-                                              [*command.argv, *(command.resume_argv or command.argv)]):
-        raise ConfigError(f"{loaded.source or '<defaults>'}: command.argv: has no {{prompt}}, so a message "
-                          "cannot reach the agent; add '{prompt}' to command.argv and command.resume_argv")
-    print(tell.tell(session, path, loaded.paths.run(session.run_id), args.text))
+    print(tell.command(_loaded(args), args.text))
     return 0
 
 
@@ -297,8 +240,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_notify_failure(args) -> int:
     from . import alerts
-    loaded = night.load_for(night.RunRequest(repo=args.repo, config_path=args.config))
-    return alerts.notify_failure(loaded, args.unit)
+    return alerts.notify_failure(_loaded(args), args.unit)
 
 
 COMMANDS = {"tell": cmd_tell, "run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo,

@@ -701,6 +701,16 @@ def _section(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def resolved_text(loaded: Loaded) -> str:
+    """What `check-config` prints: the config with every default filled in, the paths it
+    resolves to, as YAML."""
+    resolved = {"source": str(loaded.source) if loaded.source else "<built-in defaults>",
+                "config": to_plain(loaded.config),
+                "paths": {k: str(v) for k, v in vars(loaded.paths).items()},
+                "sandbox": loaded.sandbox}
+    return yaml.safe_dump(resolved, sort_keys=False)
+
+
 def to_plain(cfg: Any) -> Dict[str, Any]:
     """The config as nested dicts, for printing."""
     return dataclasses.asdict(cfg)

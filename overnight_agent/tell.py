@@ -52,3 +52,17 @@ def tell(session: state.Session, session_path: Path, layout: state.RunLayout, me
     journal.summary(session, f"Operator told the agent: {message}", author="operator")
     return (f"Left for the agent of run {session.run_id}: it arrives with the prompt of its next "
             "turn (a turn already running is not interrupted).")
+
+
+def command(loaded, text: str) -> str:
+    """`overnight-agent tell TEXT` for the night of `loaded` (a config.Loaded)."""
+    path = loaded.paths.session_state
+    session = state.load(path)
+    if session is None:
+        raise ConfigError(f"{path}: no session state; start a night with `overnight-agent run`")
+    command = loaded.config.command
+    if session.agent == "command" and not any("{prompt}" in part for part in
+                                              [*command.argv, *(command.resume_argv or command.argv)]):
+        raise ConfigError(f"{loaded.source or '<defaults>'}: command.argv: has no {{prompt}}, so a message "
+                          "cannot reach the agent; add '{prompt}' to command.argv and command.resume_argv")
+    return tell(session, path, loaded.paths.run(session.run_id), text)
