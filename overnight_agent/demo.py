@@ -3,7 +3,7 @@
 Owns: the sample repository, the demo config and the scripted agent's scenario, and the closing
 tour of every output. Must not: touch anything outside its own folder, or leave a process behind.
 The night itself runs through the same `night.run` as a real one; only codex is the scripted
-stand-in (`fake_codex`), because the demo must work without a model or a network.
+stand-in (`fakecodex`), because the demo must work without a model or a network.
 """
 import shlex
 import sys
@@ -46,7 +46,7 @@ def make_sample_repo(repo: Path) -> None:
 def write_fake_codex(path: Path) -> Path:
     """An executable `codex` at `path` that runs the scripted stand-in with this interpreter."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m overnight_agent.fake_codex \"$@\"\n")
+    path.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m overnight_agent.fakecodex \"$@\"\n")
     path.chmod(0o755)
     return path
 

@@ -3,7 +3,7 @@
 Every test plays the same abstract scenario through
   - the real Codex CLI 0.169.0 (tests/setup_codex.sh) against the loopback mock model server
     (tests/mock_model_server.py), and
-  - the scripted stand-in, ``python -m overnight_agent.fake_codex`` (docs/fake-codex.md),
+  - the scripted stand-in, ``python -m overnight_agent.fakecodex`` (docs/fake-codex.md),
 and asserts that both give the same observations: the ``(type, item.type)`` sequence of the
 ``--json`` events (and the events themselves, with run-specific values blanked), the exit code,
 stderr, the thread id printed back on resume, the rollout files, the cumulative usage, the
@@ -261,7 +261,7 @@ class FakeCodex(CLI):
         return {"FAKE_CODEX_SCENARIO": str(self.scenario), "PYTHONPATH": str(rc.REPO_ROOT)}
 
     def argv(self, args: List[str]) -> List[str]:
-        return [sys.executable, "-m", "overnight_agent.fake_codex", *args]
+        return [sys.executable, "-m", "overnight_agent.fakecodex", *args]
 
     def play(self, turn: List[Dict[str, Any]]) -> None:
         steps: List[Dict[str, Any]] = []

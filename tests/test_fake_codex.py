@@ -22,13 +22,13 @@ import psutil
 import pytest
 import yaml
 
-from overnight_agent import fake_codex
+from overnight_agent.fakecodex import cli, scenario, store
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 SAMPLES = TESTS_DIR / "samples" / "codex"
 TAG_VAR = "OA_TEST_TAG"
-FAKE = [sys.executable, "-m", "overnight_agent.fake_codex"]
+FAKE = [sys.executable, "-m", "overnight_agent.fakecodex"]
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 HIGH_DEMAND = "We\u2019re currently experiencing high demand, which may cause temporary errors."
 
@@ -601,29 +601,29 @@ def test_human_output_without_json(fake):
 # ----------------------------------------------------------------------------- pure functions
 
 def test_command_line_parsing():
-    args = fake_codex.parse_exec_args(["--sandbox", "workspace-write", "--json", "resume", "ID",
+    args = cli.parse_exec_args(["--sandbox", "workspace-write", "--json", "resume", "ID",
                                        "-m", "m", "-c", "a=1", "PROMPT"])
     assert (args.resume, args.session_id, args.prompt, args.sandbox, args.model, args.json,
             args.config) == (True, "ID", "PROMPT", "workspace-write", "m", True, ["a=1"])
-    last = fake_codex.parse_exec_args(["resume", "--last", "ID-LOOKING"])
+    last = cli.parse_exec_args(["resume", "--last", "ID-LOOKING"])
     assert (last.session_id, last.prompt) == (None, "ID-LOOKING")
-    both = fake_codex.parse_exec_args(["resume", "--last", "ignored", "P"])
+    both = cli.parse_exec_args(["resume", "--last", "ignored", "P"])
     assert both.prompt == "P"
-    eq = fake_codex.parse_exec_args(["--model=x", "-cfoo=bar", "-o", "f", "p"])
+    eq = cli.parse_exec_args(["--model=x", "-cfoo=bar", "-o", "f", "p"])
     assert (eq.model, eq.config, eq.output_last_message, eq.prompt) == ("x", ["foo=bar"], "f", "p")
     for bad in (["resume", "ID", "-s", "read-only"], ["-m"], ["-m", "a", "-m", "b"],
                 ["-s", "everything"], ["p1", "p2"], ["resume"], ["--json=yes"]):
-        with pytest.raises(fake_codex.UsageError):
-            fake_codex.parse_exec_args(bad)
+        with pytest.raises(cli.UsageError):
+            cli.parse_exec_args(bad)
 
 
 def test_main_exit_codes(capsys):
-    assert fake_codex.main(["--version"]) == 0
+    assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == "codex-cli 0.169.0\n"
-    assert fake_codex.main(["exec", "resume", "--sandbox", "read-only", "x"]) == 2
+    assert cli.main(["exec", "resume", "--sandbox", "read-only", "x"]) == 2
     assert "unexpected argument '--sandbox' found" in capsys.readouterr().err
-    assert fake_codex.main(["queue", "--thread", "t"]) == 2
-    assert fake_codex.main(["frobnicate"]) == 2
+    assert cli.main(["queue", "--thread", "t"]) == 2
+    assert cli.main(["frobnicate"]) == 2
 
 
 @pytest.mark.parametrize("text, value", [
@@ -631,9 +631,9 @@ def test_main_exit_codes(capsys):
     ('["/a", "/b"]', ["/a", "/b"]), ("['/a']", ["/a"]), ("1:57", "1:57"), ("", ""),
 ])
 def test_config_values_parse_like_toml(text, value):
-    assert fake_codex.parse_config_value(text) == value
-    mini = fake_codex._mini_toml_value(text.strip())
-    assert (text.strip() if mini is fake_codex._NOT_TOML else mini) == value
+    assert store.parse_config_value(text) == value
+    mini = store._mini_toml_value(text.strip())
+    assert (text.strip() if mini is store._NOT_TOML else mini) == value
 
 
 def captured_reset_time() -> str:
@@ -645,28 +645,28 @@ def captured_reset_time() -> str:
 def test_usage_limit_wording():
     real_at = sample("usage_limit_resets_at.jsonl")[-1]["error"]["message"]
     real_later = sample("usage_limit_resets_in_seconds.jsonl")[-1]["error"]["message"]
-    assert fake_codex.usage_limit_message(captured_reset_time()) == real_at
-    assert fake_codex.usage_limit_message(None) == real_later
+    assert scenario.usage_limit_message(captured_reset_time()) == real_at
+    assert scenario.usage_limit_message(None) == real_later
     now = dt.datetime(2026, 9, 10, 23, 0, 40)
-    fmt = fake_codex.format_reset_time
+    fmt = scenario.format_reset_time
     assert fmt(now + dt.timedelta(minutes=56, seconds=59), now) == "11:57 PM"
     assert fmt(dt.datetime(2026, 9, 11, 0, 26, 59), now) == "Sep 11th, 2026 12:26 AM"
     assert fmt(dt.datetime(2026, 10, 2, 13, 5), now) == "Oct 2nd, 2026 1:05 PM"
     assert fmt(dt.datetime(2026, 10, 13, 0, 0), now) == "Oct 13th, 2026 12:00 AM"
-    assert fake_codex.usage_limit_message(60, now=now).endswith("try again at 11:01 PM.")
+    assert scenario.usage_limit_message(60, now=now).endswith("try again at 11:01 PM.")
 
 
 def test_scenario_validation_names_the_step():
-    with pytest.raises(fake_codex.ScenarioError, match=r"invocations\[0\]\.steps\[1\]\.usage"):
-        fake_codex.parse_scenario({"steps": [{"message": "x"}, {"usage": {"tokens": 1}}]})
-    with pytest.raises(fake_codex.ScenarioError, match="exactly one"):
-        fake_codex.parse_scenario({"steps": [{"message": "x", "shell": "y"}]})
-    with pytest.raises(fake_codex.ScenarioError, match="unknown keys"):
-        fake_codex.parse_scenario({"steps": [{"message": "x", "retries": 2}]})
-    parsed = fake_codex.parse_scenario({"steps": [{"fail": "boom", "retries": 2}]})
-    assert parsed["invocations"] == [[fake_codex.Step("fail", "boom", {"retries": 2})]]
+    with pytest.raises(scenario.ScenarioError, match=r"invocations\[0\]\.steps\[1\]\.usage"):
+        scenario.parse_scenario({"steps": [{"message": "x"}, {"usage": {"tokens": 1}}]})
+    with pytest.raises(scenario.ScenarioError, match="exactly one"):
+        scenario.parse_scenario({"steps": [{"message": "x", "shell": "y"}]})
+    with pytest.raises(scenario.ScenarioError, match="unknown keys"):
+        scenario.parse_scenario({"steps": [{"message": "x", "retries": 2}]})
+    parsed = scenario.parse_scenario({"steps": [{"fail": "boom", "retries": 2}]})
+    assert parsed["invocations"] == [[scenario.Step("fail", "boom", {"retries": 2})]]
 
 
 def test_thread_ids_are_uuid7():
-    ids = {fake_codex.uuid7() for _ in range(100)}
+    ids = {store.uuid7() for _ in range(100)}
     assert len(ids) == 100 and all(UUID7.match(i) for i in ids)

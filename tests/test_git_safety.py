@@ -1,7 +1,7 @@
 """Git safety for the agent's processes: codex rules, the agent's hooks, and the after-attempt
 check, on real repositories; and the operator's own git, untouched.
 
-The scripted agent (`fake_codex`) does not enforce codex's `.rules`, so with it the hooks and
+The scripted agent (`fakecodex`) does not enforce codex's `.rules`, so with it the hooks and
 the after-attempt compare/restore are what hold; the real codex (loopback mock model) is
 refused by the rules before anything runs.
 """
@@ -21,7 +21,7 @@ import guardkit
 from guardkit import git, make_night, protected
 from overnight_agent import hookrun
 
-FAKE_CODEX = [sys.executable, "-m", "overnight_agent.fake_codex"]
+FAKE_CODEX = [sys.executable, "-m", "overnight_agent.fakecodex"]
 TOOL = f"{sys.executable} -m overnight_agent"
 
 

@@ -1,33 +1,12 @@
-"""A scripted stand-in for OpenAI's Codex CLI 0.169.0 (`codex exec`), whose "model" is a
-scenario file. The demo and the test suite run it where the real CLI would need the internet.
+"""The stand-in's command line: `codex exec [resume]`, `codex queue`, `--version`, and playing a turn.
 
-Owns, as the real CLI does them (measured against the real CLI; copies of its captures
-in tests/samples/codex/):
-  - the command line of `codex exec [OPTIONS] [PROMPT]`, `codex exec [OPTIONS] resume
-    [OPTIONS] [SESSION_ID] [PROMPT]`, `codex queue` and `--version`, with clap-style usage
-    errors (exit 2);
-  - the `--json` event stream on stdout, one compact JSON object per flushed line;
-  - session (rollout) files under `$CODEX_HOME/sessions/`, appended line by line, the
-    active-writer lock, resume by id or `--last` with its quirks (read-only default sandbox,
-    settings not stored with the thread, a silent new thread when `--last` finds nothing);
-  - exit codes and signals: 0 turn completed, 1 turn failed / SIGINT / start-up error,
-    death by SIGTERM;
-  - the scenario: `invocations[N]` plays the Nth turn started in this CODEX_HOME.
-
-Must not:
-  - touch the network, or import the rest of overnight_agent (the supervisor is tested against
-    it as against a foreign binary): standard library and PyYAML only;
-  - emulate the sandbox: commands run unconfined whatever `--sandbox` says (the mode is only
-    recorded), nor codex's `.rules`;
-  - leave processes behind, except the ones a scenario asks for (`spawn_setsid_grandchild`, or
-    background jobs of a `shell` step), which is the point of those steps.
-
-Signals are turned into an exception (`_Interrupted`) by a one-line handler; `run_exec` catches
-it, kills the running commands' process groups and exits the way codex does.
+Owns: clap-style parsing and usage errors (exit 2), the prompt (stdin as codex reads it), the
+settings a turn runs with (nothing comes from the thread), the `--json` event stream and the
+human output, playing the scenario's steps (commands in sessions of their own), the exit codes,
+and the signals (a one-line handler raises `_Interrupted`; `run_exec` kills the running
+commands and exits the way codex does). See the package's docstring for what it must not do.
 """
 import contextlib
-import datetime as dt
-import fcntl
 import json
 import os
 import shlex
@@ -42,57 +21,22 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-try:  # Python 3.11+
-    import tomllib as _toml
-except ImportError:  # pragma: no cover - depends on the Python version
-    try:
-        import tomli as _toml  # type: ignore[no-redef]
-    except ImportError:
-        _toml = None
+from .scenario import (DEFAULT_TURN_USAGE, ScenarioError, Step, load_scenario, scenario_path,
+                       usage_limit_message)
+from .store import (MSG_TURN_ABORTED, USAGE_KEYS, VERSION, Rollout, StartupError, Thread, _iso_now,
+                    codex_home, load_config, next_invocation, open_thread, queue_message, take_queued,
+                    uuid7)
 
-VERSION = "0.169.0"
 DEFAULT_MODEL = "gpt-5.3-codex"
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 COLORS = ("always", "never", "auto")
-USAGE_KEYS = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens",
-              "output_tokens", "reasoning_output_tokens")
-DEFAULT_TURN_USAGE = {"input_tokens": 200, "output_tokens": 40}
-
 MSG_STDIN = "Reading additional input from stdin..."
 MSG_STDIN_PROMPT = "Reading prompt from stdin..."
 MSG_UNTRUSTED = "Not inside a trusted directory and --skip-git-repo-check was not specified."
 MSG_METADATA = ("Model metadata for `{model}` not found. Defaulting to fallback metadata; "
                 "this can degrade performance and cause issues.")
-MSG_NO_ROLLOUT = ("Error: thread/resume: thread/resume failed: no rollout found for thread id {id}"
-                  " (code -32600)")
-# A resume of a thread another process still writes: two log lines, then the error (measured).
-MSG_ACTIVE_WRITER = ("{ts} ERROR codex_core::session::session: failed to initialize thread persistence: "
-                     "thread-store conflict: thread {id} already has an active writer\n"
-                     "{ts} ERROR codex_core::session: Failed to create session: thread-store conflict: "
-                     "thread {id} already has an active writer\n"
-                     "Error: thread/resume: thread/resume failed: thread {id} already has an active "
-                     "writer (code -32600)")
-# What codex records when a message queued during a turn is taken up as that process exits: the
-# message starts a turn that is aborted at once, with this note after it (measured).
-MSG_TURN_ABORTED = ("<turn_aborted>\nThe user interrupted the previous turn on purpose. Any running "
-                    "unified exec processes may still be running in the background. If any "
-                    "tools/commands were aborted, they may have partially executed.\n</turn_aborted>")
 MSG_NETWORK = "Reconnecting... waiting for network (Connection failed: error sending request)"
-MSG_USAGE_LIMIT_AT = ("You\u2019ve hit your usage limit. Visit https://chatgpt.com/settings/usage "
-                      "to purchase more credits or try again at {when}.")
-MSG_USAGE_LIMIT_LATER = ("You\u2019ve hit your usage limit. Upgrade to Pro "
-                         "(https://chatgpt.com/explore/pro), visit "
-                         "https://chatgpt.com/settings/usage to purchase more credits or try "
-                         "again later.")
 
-DEFAULT_SCENARIO = {"invocations": [{"steps": [
-    {"message": "Looking at the work tree."},
-    {"shell": "git status --short"},
-    {"message": "Done: nothing else to do."},
-]}]}
-
-
-# ----------------------------------------------------------------------------- small effects
 
 def _write(stream, text: str) -> None:
     """Write UTF-8 text and flush; a closed reader (EPIPE) silences the stream for good."""
@@ -119,59 +63,6 @@ def _err(text: str) -> None:
     _write(sys.stderr, text if text.endswith("\n") else text + "\n")
 
 
-def _iso_now() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-def uuid7() -> str:
-    """A UUIDv7 string (48-bit millisecond clock, version 7, random rest), as codex's thread ids."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = ((millis & (2**48 - 1)) << 80) | (0x7 << 76) | (((rand >> 68) & 0xFFF) << 64)
-    value |= (0b10 << 62) | (rand & (2**62 - 1))
-    return str(uuid.UUID(int=value))
-
-
-def _ensure_private_dir(path: str) -> None:
-    """Create `path` and its missing parents with mode 0700, as codex does for its sessions."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _ensure_private_dir(parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-
-
-@contextlib.contextmanager
-def _flocked(path: str):
-    """Hold an exclusive (blocking) flock on `path` for the duration of the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: str, default: Any) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return default
-    except ValueError:
-        return default
-
-
-def _write_json_atomic(path: str, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- command line
 
 class UsageError(Exception):
@@ -184,10 +75,6 @@ class UsageError(Exception):
     def render(self) -> str:
         usage = f"\nUsage: {self.usage}\n" if self.usage else ""
         return f"error: {self}\n{usage}\nFor more information, try '--help'."
-
-
-class StartupError(Exception):
-    """A failure before the thread starts: its text goes to stderr, exit 1, nothing on stdout."""
 
 
 FLAG, VALUE, LIST = "flag", "value", "list"
@@ -243,7 +130,7 @@ def _options_help(opts) -> str:
     return "\n".join(lines)
 
 
-HELP_TOP = (f"Codex CLI (fake: overnight_agent.fake_codex, plays a scenario file)\n\n"
+HELP_TOP = (f"Codex CLI (fake: overnight_agent.fakecodex, plays a scenario file)\n\n"
             f"Usage: {USAGE_TOP}\n\nCommands:\n  exec   Run Codex non-interactively [aliases: e]\n"
             f"  queue  Queue a message for an existing session\n\nOptions:\n"
             f"{_options_help(TOP_OPTS)}\n")
@@ -405,113 +292,6 @@ def _parse_resume(tokens, args: ExecArgs) -> None:
         raise UsageError("a SESSION_ID or --last is required", USAGE_RESUME)
 
 
-# ----------------------------------------------------------------------------- config
-
-_NOT_TOML = object()
-
-
-def parse_config_value(text: str) -> Any:
-    """A `-c key=value` value: TOML if it parses (string, bool, number, list), else the raw text."""
-    text = text.strip()
-    value = _toml_value(text) if _toml is not None else _mini_toml_value(text)
-    return text if value is _NOT_TOML else value
-
-
-def _toml_value(text: str) -> Any:
-    try:
-        return _toml.loads(f"v = {text}")["v"]
-    except Exception:  # any parse failure means "use the raw string", as codex does
-        return _NOT_TOML
-
-
-def _mini_toml_value(text: str) -> Any:
-    """The TOML subset codex users pass with -c, for Pythons without tomllib."""
-    if text in ("true", "false"):
-        return text == "true"
-    if text[:1].isdigit() or text[:1] in ("+", "-"):
-        for convert in (int, float):
-            with contextlib.suppress(ValueError):
-                return convert(text)
-    if text.startswith("[") and text.endswith("]"):
-        return _mini_toml_list(text[1:-1])
-    quoted = _mini_toml_string(text)
-    return _NOT_TOML if quoted is None else quoted[0]
-
-
-def _mini_toml_string(text: str):
-    """A quoted string at the start of text -> (value, rest), else None."""
-    if text[:1] == "'":
-        end = text.find("'", 1)
-        return None if end < 0 else (text[1:end], text[end + 1:])
-    if text[:1] == '"':
-        index = 1
-        while index < len(text):
-            if text[index] == "\\":
-                index += 2
-                continue
-            if text[index] == '"':
-                with contextlib.suppress(ValueError):
-                    return json.loads(text[:index + 1]), text[index + 1:]
-                return None
-            index += 1
-    return None
-
-
-def _mini_toml_list(body: str) -> Any:
-    items, rest = [], body.strip()
-    while rest:
-        parsed = _mini_toml_string(rest)
-        if parsed is None:
-            return _NOT_TOML
-        items.append(parsed[0])
-        rest = parsed[1].strip()
-        if rest.startswith(","):
-            rest = rest[1:].strip()
-        elif rest:
-            return _NOT_TOML
-    return items
-
-
-def _set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = config.get(part)
-        if not isinstance(child, dict):
-            child = config[part] = {}
-        config = child
-    config[parts[-1]] = value
-
-
-def _read_config_toml(home: str) -> Dict[str, Any]:
-    path = os.path.join(home, "config.toml")
-    if not os.path.exists(path):
-        return {}
-    if _toml is None:
-        _err(f"WARNING: fake codex: no tomllib on this Python, ignoring {path}")
-        return {}
-    try:
-        with open(path, "rb") as fh:
-            return _toml.load(fh)
-    except (OSError, ValueError) as exc:
-        raise StartupError(f"Error loading config.toml: {exc}") from None
-
-
-def load_config(home: str, args: ExecArgs) -> Dict[str, Any]:
-    """config.toml (unless --ignore-user-config) overridden by -c, --enable and --disable."""
-    config = {} if args.ignore_user_config else _read_config_toml(home)
-    for override in args.config:
-        key, sep, raw = override.partition("=")
-        if not sep or not key.strip():
-            raise StartupError("Error parsing -c overrides: Invalid override (missing '='): "
-                               + override)
-        _set_dotted(config, key.strip(), parse_config_value(raw))
-    for name in args.enable:
-        _set_dotted(config, f"features.{name}", True)
-    for name in args.disable:
-        _set_dotted(config, f"features.{name}", False)
-    return config
-
-
 def effective_settings(args: ExecArgs, config: Dict[str, Any], cwd: str) -> Dict[str, Any]:
     """What this turn runs with. Nothing comes from the thread: a resume re-derives it all
     (traps 1 and 2)."""
@@ -587,388 +367,6 @@ def resolve_prompt(prompt: Optional[str], resume: bool = False) -> str:
     return f"{prompt}\n\n<stdin>\n{data}\n</stdin>" if data.strip() else prompt
 
 
-# ----------------------------------------------------------------------------- sessions
-
-def codex_home() -> str:
-    return os.path.abspath(os.path.expanduser(os.environ.get("CODEX_HOME") or "~/.codex"))
-
-
-def rollout_files(home: str) -> List[str]:
-    found = []
-    for root, _dirs, names in os.walk(os.path.join(home, "sessions")):
-        found.extend(os.path.join(root, name) for name in names
-                     if name.startswith("rollout-") and name.endswith(".jsonl"))
-    return sorted(found)
-
-
-def find_rollout(home: str, thread_id: str) -> Optional[str]:
-    suffix = f"-{thread_id}.jsonl"
-    matches = [path for path in rollout_files(home) if path.endswith(suffix)]
-    return matches[0] if matches and thread_id else None
-
-
-@dataclass
-class RolloutSummary:
-    thread_id: str
-    cwd: Optional[str]
-    usage: Dict[str, int]
-
-
-def _rollout_lines(path: str):
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and isinstance(record.get("payload"), dict):
-                    yield record["type"], record["payload"]
-
-
-def read_rollout(path: str) -> RolloutSummary:
-    """Thread id, latest recorded cwd and cumulative usage of a rollout (torn lines skipped)."""
-    name = os.path.basename(path)[:-len(".jsonl")]
-    summary = RolloutSummary(thread_id=name[-36:], cwd=None, usage=_zero_usage())
-    for kind, payload in _rollout_lines(path):
-        if kind == "session_meta" and payload.get("id"):
-            summary.thread_id = payload["id"]
-        if kind in ("session_meta", "turn_context") and payload.get("cwd"):
-            summary.cwd = payload["cwd"]
-        if kind == "event_msg" and payload.get("type") == "token_count":
-            total = (payload.get("info") or {}).get("total_token_usage") or {}
-            summary.usage = {key: int(total.get(key, 0)) for key in USAGE_KEYS}
-    return summary
-
-
-def find_last_rollout(home: str, cwd: str, any_cwd: bool) -> Optional[str]:
-    """`resume --last`: the newest rollout (mtime) whose latest cwd is exactly `cwd`."""
-    def mtime(path):
-        try:
-            return os.path.getmtime(path)
-        except OSError:
-            return 0.0
-    for path in sorted(rollout_files(home), key=mtime, reverse=True):
-        if any_cwd or read_rollout(path).cwd == cwd:
-            return path
-    return None
-
-
-def new_rollout_path(home: str, thread_id: str) -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    day_dir = os.path.join(home, "sessions", now.strftime("%Y"), now.strftime("%m"),
-                           now.strftime("%d"))
-    _ensure_private_dir(day_dir)
-    return os.path.join(day_dir, f"rollout-{now.strftime('%Y-%m-%dT%H-%M-%S')}-{thread_id}.jsonl")
-
-
-def acquire_writer_lock(rollout_path: str) -> Optional[int]:
-    """The active-writer lock of a thread: an flock on `<rollout>.lock`, or None if held."""
-    fd = os.open(rollout_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-class Rollout:
-    """Appends `{timestamp, type, payload}` lines to a session file, one flushed line at a time.
-    `path=None` (--ephemeral) writes nothing."""
-
-    def __init__(self, path: Optional[str]):
-        self.path = path
-        self._fh = None
-        if path:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._fh = os.fdopen(fd, "a", encoding="utf-8")
-
-    def append(self, kind: str, payload: Dict[str, Any]) -> None:
-        if self._fh is None:
-            return
-        record = {"timestamp": _iso_now(), "type": kind, "payload": payload}
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-
-
-@dataclass
-class Thread:
-    thread_id: str
-    rollout_path: Optional[str]
-    lock_fd: Optional[int]
-    usage: Dict[str, int]
-    resumed: bool
-
-    def release(self) -> None:
-        if self.lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.lock_fd)
-            self.lock_fd = None
-
-
-def _new_thread(home: str, ephemeral: bool) -> Thread:
-    thread_id = uuid7()
-    if ephemeral:
-        return Thread(thread_id, None, None, _zero_usage(), resumed=False)
-    path = new_rollout_path(home, thread_id)
-    return Thread(thread_id, path, acquire_writer_lock(path), _zero_usage(), resumed=False)
-
-
-def open_thread(home: str, args: ExecArgs, cwd: str) -> Thread:
-    """The thread this run writes: new, resumed by id, or `--last` (new when nothing matches)."""
-    if not args.resume:
-        return _new_thread(home, args.ephemeral)
-    if args.last:
-        path = find_last_rollout(home, cwd, args.all)
-        if path is None:  # trap 3: silently a new thread, rc 0
-            return _new_thread(home, args.ephemeral)
-    else:
-        path = find_rollout(home, args.session_id)
-        if path is None:
-            raise StartupError(MSG_NO_ROLLOUT.format(id=args.session_id))
-    summary = read_rollout(path)
-    lock_fd = acquire_writer_lock(path)
-    if lock_fd is None:
-        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id, ts=_iso_now()))
-    return Thread(summary.thread_id, path, lock_fd, summary.usage, resumed=True)
-
-
-# ----------------------------------------------------------------------------- queue & counter
-
-def _queue_path(home: str) -> str:
-    return os.path.join(home, "fake_queue.json")
-
-
-def queue_message(home: str, thread_id: str, message: str) -> str:
-    """Append a message for the thread's next turn; returns the message's id (a UUIDv7)."""
-    _ensure_private_dir(home)
-    path = _queue_path(home)
-    message_id = uuid7()
-    with _flocked(path + ".lock"):
-        queue = _read_json(path, [])
-        queue.append({"id": message_id, "thread_id": thread_id, "message": message,
-                      "queued_at": _iso_now()})
-        _write_json_atomic(path, queue)
-    return message_id
-
-
-def take_queued(home: str, thread_id: str) -> List[str]:
-    """Remove and return the messages queued for the thread, oldest first."""
-    path = _queue_path(home)
-    if not os.path.exists(path):
-        return []
-    with _flocked(path + ".lock"):
-        queue = _read_json(path, [])
-        mine = [entry for entry in queue if entry.get("thread_id") == thread_id]
-        if mine:
-            _write_json_atomic(path, [entry for entry in queue if entry not in mine])
-    return [str(entry.get("message", "")) for entry in mine]
-
-
-def next_invocation(home: str) -> int:
-    """Claim the next turn number (0-based) of this CODEX_HOME, atomically under flock."""
-    _ensure_private_dir(home)
-    path = os.path.join(home, "fake_codex_state.json")
-    with _flocked(path + ".lock"):
-        state = _read_json(path, {})
-        number = int(state.get("invocations", 0))
-        state["invocations"] = number + 1
-        _write_json_atomic(path, state)
-    return number
-
-
-# ----------------------------------------------------------------------------- scenario
-
-class ScenarioError(Exception):
-    pass
-
-
-Step = namedtuple("Step", "kind value options")
-
-
-def _as_text(value):
-    return "" if value is None else str(value)
-
-
-def _as_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError("expected a non-negative number")
-    return float(value)
-
-
-def _as_exit_code(value):
-    if isinstance(value, bool):
-        return 1 if value else 0
-    if not isinstance(value, int) or not 0 <= value <= 255:
-        raise ValueError("expected an exit code 0-255")
-    return value
-
-
-def _as_usage(value):
-    if not isinstance(value, dict):
-        raise ValueError("expected a mapping such as {input: 100, output: 20}")
-    usage = {}
-    for key, count in value.items():
-        name = key if str(key).endswith("_tokens") else f"{key}_tokens"
-        if name not in USAGE_KEYS or isinstance(count, bool) or not isinstance(count, int):
-            raise ValueError(f"bad usage entry {key!r}: keys are input, cached_input, "
-                             "cache_write_input, output, reasoning_output; values integers")
-        usage[name] = count
-    return usage
-
-
-def _as_fail(value):
-    if isinstance(value, dict):  # {message: ..., retries: N} form
-        return _as_text(value.get("message")), {k: v for k, v in value.items() if k != "message"}
-    return _as_text(value), {}
-
-
-def _as_usage_limit(value):
-    if value is None or isinstance(value, str):
-        return value
-    return _as_number(value)
-
-
-def _as_write_file(value):
-    if not isinstance(value, dict) or not value.get("path"):
-        raise ValueError("expected {path: ..., text: ...}")
-    return {"path": str(value["path"]), "text": _as_text(value.get("text")),
-            "append": bool(value.get("append", False))}
-
-
-def _as_flag(value):
-    return bool(value)
-
-
-def _as_interval(value):
-    return 2.0 if isinstance(value, bool) else _as_number(value)
-
-
-# step kind -> (value converter, extra keys allowed beside the kind)
-STEP_KINDS = {
-    "reasoning": (_as_text, ()),
-    "message": (_as_text, ()),
-    "shell": (_as_text, ("yield_after",)),
-    "sleep": (_as_number, ()),
-    "usage": (_as_usage, ()),
-    "crash": (_as_exit_code, ()),
-    "exit_early": (_as_flag, ()),
-    "fail": (_as_fail, ("retries", "retry_delay")),
-    "usage_limit": (_as_usage_limit, ()),
-    "network_down": (_as_interval, ()),
-    "hang": (_as_flag, ()),
-    "ignore_sigterm": (_as_flag, ()),
-    "spawn_setsid_grandchild": (_as_number, ()),
-    "write_file": (_as_write_file, ()),
-}
-_STEP_OPTIONS = {"yield_after": _as_number, "retries": int, "retry_delay": _as_number}
-
-
-def _parse_step(raw: Any, where: str) -> Step:
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{where}: a step is a mapping such as {{message: 'text'}}")
-    kinds = [key for key in raw if key in STEP_KINDS]
-    if len(kinds) != 1:
-        raise ScenarioError(f"{where}: exactly one of {', '.join(STEP_KINDS)} is needed, "
-                            f"got {sorted(map(str, raw))}")
-    kind = kinds[0]
-    convert, allowed = STEP_KINDS[kind]
-    extra = {key: value for key, value in raw.items() if key != kind}
-    try:
-        value = convert(raw[kind])
-        if kind == "fail":
-            value, nested = value
-            extra = {**nested, **extra}
-        unknown = set(extra) - set(allowed)
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)} (allowed: {list(allowed)})")
-        options = {key: _STEP_OPTIONS[key](val) for key, val in extra.items()}
-    except (TypeError, ValueError) as exc:
-        raise ScenarioError(f"{where}.{kind}: {exc}") from None
-    return Step(kind, value, options)
-
-
-def parse_scenario(doc: Any) -> Dict[str, Any]:
-    """Validate a scenario document -> {model_metadata_warning, invocations: [[Step]]}."""
-    if not isinstance(doc, dict):
-        raise ScenarioError("the document must be a mapping with `invocations`")
-    raw_invocations = doc.get("invocations")
-    if raw_invocations is None and "steps" in doc:  # one-turn shorthand
-        raw_invocations = [{"steps": doc["steps"]}]
-    if not isinstance(raw_invocations, list) or not raw_invocations:
-        raise ScenarioError("`invocations` must be a non-empty list")
-    invocations = []
-    for number, invocation in enumerate(raw_invocations):
-        steps = invocation.get("steps") if isinstance(invocation, dict) else None
-        if not isinstance(steps, list):
-            raise ScenarioError(f"invocations[{number}]: needs a `steps` list")
-        invocations.append([_parse_step(step, f"invocations[{number}].steps[{index}]")
-                            for index, step in enumerate(steps)])
-    return {"model_metadata_warning": bool(doc.get("model_metadata_warning", True)),
-            "invocations": invocations}
-
-
-def scenario_path(home: str) -> Optional[str]:
-    explicit = os.environ.get("FAKE_CODEX_SCENARIO")
-    if explicit:
-        return explicit
-    default = os.path.join(home, "fake_codex_scenario.yaml")
-    return default if os.path.exists(default) else None
-
-
-def load_scenario(path: Optional[str]) -> Dict[str, Any]:
-    if path is None:
-        return parse_scenario(DEFAULT_SCENARIO)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ScenarioError(f"cannot read it: {exc.strerror}") from None
-    try:
-        import yaml
-        doc = yaml.safe_load(text)
-    except ImportError:  # pragma: no cover - PyYAML is a dependency
-        doc = json.loads(text)
-    except Exception as exc:  # yaml.YAMLError and friends
-        raise ScenarioError(f"not YAML/JSON: {exc}") from None
-    return parse_scenario(doc)
-
-
-# ----------------------------------------------------------------------------- usage-limit text
-
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
-
-
-def _day_suffix(day: int) -> str:
-    if 11 <= day % 100 <= 13:
-        return "th"
-    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-
-
-def format_reset_time(reset: dt.datetime, now: dt.datetime) -> str:
-    """codex's wording of a reset moment (local time, cut to the minute): `1:57 AM` when it is
-    today, `Sep 11th, 2026 12:26 AM` on another day."""
-    clock = f"{reset.hour % 12 or 12}:{reset.minute:02d} {'AM' if reset.hour < 12 else 'PM'}"
-    if reset.date() == now.date():
-        return clock
-    return f"{_MONTHS[reset.month - 1]} {reset.day}{_day_suffix(reset.day)}, {reset.year} {clock}"
-
-
-def usage_limit_message(value: Any, now: Optional[dt.datetime] = None) -> str:
-    """None -> 'try again later.'; a string -> that time verbatim; seconds -> now + seconds."""
-    if value is None:
-        return MSG_USAGE_LIMIT_LATER
-    if isinstance(value, str):
-        return MSG_USAGE_LIMIT_AT.format(when=value)
-    now = now or dt.datetime.now().astimezone()
-    return MSG_USAGE_LIMIT_AT.format(when=format_reset_time(now + dt.timedelta(seconds=value), now))
-
-
 # ----------------------------------------------------------------------------- signals
 
 class _Interrupted(BaseException):
@@ -1040,10 +438,6 @@ def _orphan_child(read_fd: int, write_fd: int, sleep_bin: str, seconds: float) -
 
 
 # ----------------------------------------------------------------------------- the turn
-
-def _zero_usage() -> Dict[str, int]:
-    return {key: 0 for key in USAGE_KEYS}
-
 
 def _human(event: Dict[str, Any], cwd: str) -> Optional[str]:
     """The text codex prints on stderr without --json (approximately)."""
