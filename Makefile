@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench clean docs
+.PHONY: venv demo test test-fast test-unit lint bench clean docs
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not realcodex"
+
+# Pure code only (policies, parsing, the supervisor's tick replayed with fakes): seconds.
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 # pyflakes, pinned in the test extra: unused imports and names, undefined names.
 lint: $(STAMP)

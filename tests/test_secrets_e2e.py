@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import helpers
-from test_redact import ENV, FORMS
+from secretkit import ENV, FORMS
 
 TOOL = f"{sys.executable} -m overnight_agent"
 LEAK = '''import json, sys

@@ -10,7 +10,7 @@ from overnight_agent.agents import base
 from overnight_agent.agents.base import AttemptView
 from overnight_agent.agents.codex import CodexBackend
 
-SAMPLES = Path(__file__).parent / "samples" / "codex"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "codex"
 TZ = dt.timezone(dt.timedelta(hours=1))
 
 

@@ -404,5 +404,5 @@ def test_every_transition_the_supervisor_makes_is_in_the_table():
 
 
 def test_docs_show_the_transition_table():
-    text = (Path(__file__).resolve().parent.parent / "docs" / "how-it-works.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "how-it-works.md").read_text()
     assert state.transition_table() in text
