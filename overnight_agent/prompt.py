@@ -32,6 +32,14 @@ def template_text(kind: str, override: Optional[Path]) -> str:
         raise ConfigError(f"{override}: cannot read prompt template ({exc.strerror})") from None
 
 
+def choose(attempt_kind: str, wrap_up_sent: bool, wrap_up_due: bool) -> str:
+    """Which prompt an attempt gets: `boot` for a fresh start; for a resume, `wrap_up` the first
+    time after wrap-up time, else `resume`."""
+    if attempt_kind == "start":
+        return "boot"
+    return "wrap_up" if wrap_up_due and not wrap_up_sent else "resume"
+
+
 def render(text: str, values: Dict[str, str]) -> str:
     missing = set(PLACEHOLDERS) - set(values)
     assert not missing, f"prompt values lack {sorted(missing)}"

@@ -354,14 +354,11 @@ class Supervisor:
 
     def _prompt(self, kind: str) -> Tuple[str, str]:
         """The text of the next attempt's prompt, and which one it is."""
-        if kind == "start":
-            return prompt.render(self.prompts["boot"], self.prompt_values()), "boot"
-        wrap = not self.session.wrap_up_sent and self.now() >= self.session.wrap_up_dt
-        if wrap:
+        which = prompt.choose(kind, self.session.wrap_up_sent, self.now() >= self.session.wrap_up_dt)
+        if which == "wrap_up":
             self.session.wrap_up_sent = True
             self.session.note("prompt.wrap_up", timeparse.iso(self.now()))
-        kind = "wrap_up" if wrap else "resume"
-        return prompt.render(self.prompts[kind], self.prompt_values()), kind
+        return prompt.render(self.prompts[which], self.prompt_values()), which
 
     def _end_attempt(self, now: float) -> Step:
         live = self.live
@@ -370,12 +367,8 @@ class Supervisor:
         outcome = live.end(self.backend, self.redactor, timeparse.iso(self.now()))
         attempt, view = live.record, live.view
         self.live = None
-        orphans = self.processes.tagged(self.session.tag)
-        if orphans:
-            # The agent is gone but something it started lives on (e.g. a setsid'd server).
-            survivors = self.processes.stop_blocking(orphans, grace=min(self.settings.sigterm_grace, 3.0))
-            self.log.warning("attempt.orphans_stopped", pids=[p.pid for p in orphans],
-                             survivors=[p.pid for p in survivors])
+        # The agent is gone; something it started may live on (e.g. a setsid'd server).
+        self._sweep("attempt.orphans_stopped", grace=min(self.settings.sigterm_grace, 3.0))
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
         if removed:
             self.log.info("worktree.stubs_removed", names=list(removed))
@@ -391,10 +384,7 @@ class Supervisor:
         """What comes after an attempt that ended by itself (or was stopped to be resumed)."""
         self.durations.append(policy.AttemptSummary(attempt.kind, duration, attempt.outcome))
         if attempt.outcome == base.THREAD_BUSY:
-            leftovers = self.processes.tagged(self.session.tag)
-            if leftovers:
-                self.log.warning("thread.busy_sweep", pids=[p.pid for p in leftovers])
-                self.processes.stop_blocking(leftovers, grace=self.settings.sigterm_grace)
+            self._sweep("thread.busy_sweep", grace=self.settings.sigterm_grace)
         now = self.clock()
         decision = policy.decide(
             attempt.outcome, attempt.detail or "", self.durations, self.starts, now, self.now(),
@@ -463,6 +453,13 @@ class Supervisor:
             self.log.info("turn.completed", usage=event.usage, attempt=number)
 
     # --- helpers -------------------------------------------------------------------------------------
+
+    def _sweep(self, event: str, grace: float) -> None:
+        """Stop whatever still carries this night's tag (no agent is live)."""
+        left = self.processes.tagged(self.session.tag)
+        if left:
+            survivors = self.processes.stop_blocking(left, grace=grace)
+            self.log.warning(event, pids=[p.pid for p in left], survivors=[p.pid for p in survivors])
 
     def _agent_tree(self):
         if self.live is None:
