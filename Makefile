@@ -31,7 +31,7 @@ test-unit: $(STAMP)
 
 # pyflakes, pinned in the test extra: unused imports and names, undefined names.
 lint: $(STAMP)
-	$(PY) -m pyflakes overnight_agent tests bench
+	$(PY) -m pyflakes overnight_agent tests bench/*.py
 
 # Side by side with supervisord and circus (built into bench/.venv) and a stdlib reference;
 # not part of the tests; about 10 minutes; writes bench/results.md. See docs/benchmarks.md.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from . import config, exitcodes, gitops, install, procs, units
+from . import config, exitcodes, gitops, install, literals, procs, units
 from .exitcodes import ConfigError, OvernightError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -62,6 +62,7 @@ class Doctor:
         if self.check_repo_and_config():
             self.check_agent()
             self.check_liveness_tools()
+            self.check_redaction_engine()
             self.check_paths()
         if self.manager == "systemd":
             self.check_systemd()
@@ -153,6 +154,16 @@ class Doctor:
         else:
             self.add(WARN, "ss", f"not available on {sys.platform}: no network evidence of life; "
                                  "stalls are judged on output, files and CPU only")
+
+    def check_redaction_engine(self) -> None:
+        """Redaction finds secrets' anchors with hyperscan; without it a flood of output costs
+        the supervisor a core (pure Python is about twenty times slower)."""
+        why = literals.why_not_fast()
+        if why is None:
+            self.add(OK, "redaction", "hyperscan finds secrets in the agent's output at GB/s")
+        else:
+            self.add(WARN, "redaction", f"pure Python ({why}): heavy output costs the supervisor CPU; "
+                                        "`pip install hyperscan` where a wheel exists")
 
     def check_paths(self) -> None:
         paths = self.loaded.paths

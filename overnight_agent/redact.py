@@ -3,21 +3,24 @@
 Owns: the shapes of known secrets (API tokens, cloud keys, private key blocks, credential
 pairs), the exact values of secret-looking environment variables, replacing each with
 `[REDACTED:<kind>]`, and doing that on byte streams whose chunks may split a secret.
-Must not: touch files, git or processes (pure, standard library only), or change a byte that
-is not part of a secret: text that matches nothing comes back byte for byte, invalid UTF-8
-included.
+Must not: touch files, git or processes (pure), or change a byte that is not part of a secret:
+text that matches nothing comes back byte for byte, invalid UTF-8 included.
 
 Every pattern except the private key block stays within one line, so a stream redacted line
 by line gives the same bytes as the whole text redacted at once; private key blocks are held
 whole by `StreamRedactor` until their END line. For speed `Redactor.bytes` hands the patterns
 only the lines holding an anchor (the same fact again), and each pattern is tried only where
 one of its matches can begin (`_apply_fast`); the result is byte for byte that of every pattern
-run over the whole text (`_apply_plain`, the reference).
+run over the whole text (`_apply_plain`, the reference). Which anchors and environment values a
+chunk of output holds is asked of `literals` (hyperscan, in one pass, where it is installed):
+most output holds none, and then that one pass is all it costs.
 """
 import json
 import re
 from collections import Counter
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Pattern, Tuple, Union
+
+from .literals import Found, Literals
 
 MARK = "[REDACTED:{}]"
 STREAM_CAP = 64 * 1024          # the longest partial line (or key block) a stream holds back
@@ -175,6 +178,7 @@ def _anchor_groups() -> List[Tuple[Tuple[str, ...], Pattern, Pattern]]:
 
 
 _ANCHOR_GROUPS = _anchor_groups()
+_ANCHOR_BYTES = tuple(a.encode() for a in _ALL_ANCHORS)
 
 
 def _anchors_in(low: Union[str, bytes]) -> FrozenSet[str]:
@@ -199,7 +203,8 @@ _BYTES_PER_LINE_TO_REDACT = 1024     # more lines than one a KiB: redact the who
 class Redactor:
     """Replaces secrets in text with `[REDACTED:<kind>]`; counts what it replaced."""
 
-    def __init__(self, env: Optional[Mapping[str, str]] = None):
+    def __init__(self, env: Optional[Mapping[str, str]] = None, engine: str = "auto"):
+        """`engine`: what finds anchors in bytes (see `literals`): "auto", "hyperscan" or "python"."""
         self.counts: Counter = Counter()
         values: Dict[str, str] = {}
         for name, value in (env or {}).items():
@@ -217,6 +222,7 @@ class Redactor:
         self._env_bytes = tuple(v.encode("utf-8", "surrogateescape") for v in values)
         # The marks put in name the variables: `_apply_fast` needs them free of `_FOLDS` too.
         self._marks_ascii = all(name.isascii() for name in values.values())
+        self._literals = Literals(_ANCHOR_BYTES, self._env_bytes, engine)
 
     @property
     def count(self) -> int:
@@ -267,13 +273,24 @@ class Redactor:
             return type(obj)(self.data(v) for v in obj)
         return obj
 
-    def bytes(self, data: bytes) -> bytes:
-        """`data` redacted; bytes that are no secret (invalid UTF-8 included) come back as they were."""
-        low = data.lower()   # every anchor is ASCII: lowering the bytes is enough
-        anchors = _anchors_in(low)
-        values = [value for value in self._env_bytes if value in data]
-        if not anchors and not values:
+    @property
+    def engine(self) -> str:
+        """What finds the anchors in bytes: "hyperscan" or "python" (see `literals`)."""
+        return self._literals.engine
+
+    def look(self, data: bytes) -> Found:
+        """The anchors (lowered, as bytes) and environment values `data` holds: nothing to
+        redact when both are empty."""
+        return self._literals.present(data)
+
+    def bytes(self, data: bytes, look: Optional[Found] = None) -> bytes:
+        """`data` redacted; bytes that are no secret (invalid UTF-8 included) come back as they
+        were. `look`: what `look(data)` said, if it was asked already."""
+        found, values = self.look(data) if look is None else look
+        if not found and not values:
             return data  # the common case, decided on bytes: no decoding, no pattern tried
+        anchors = frozenset(a.decode() for a in found)
+        low = data.lower()   # every anchor is ASCII: lowering the bytes is enough
         spans = None
         # Not line by line: a private key block spans lines, and outside ASCII (`_FOLDS`) a line
         # with no anchor in its bytes may still match.
@@ -473,6 +490,9 @@ class StreamRedactor:
     `cap` bytes), and a private key block is held until its END line.
 
     `feed(chunk)` returns what may be written now; `flush()` returns the rest at the end.
+    `pieces(buffer, end)` is `feed` without copies: the chunk is `buffer[:end]`, and what may be
+    written comes back as a list of buffers, views of `buffer` where its lines are unchanged
+    (valid until `buffer` is reused).
     """
 
     def __init__(self, redactor: Redactor, cap: int = STREAM_CAP, json_lines: bool = False):
@@ -482,24 +502,36 @@ class StreamRedactor:
         self._partial = bytearray()     # after the last newline
         self._block = bytearray()       # whole lines of an unfinished private key block
 
-    def _redact(self, data: bytes) -> bytes:
+    def _redact(self, data: bytes, look: Optional[Found] = None) -> bytes:
         if self.json_lines:
             data = b"".join(self.redactor.json_line(line) for line in data.splitlines(keepends=True))
-        return self.redactor.bytes(data)
+        return self.redactor.bytes(data, look)
 
-    def feed(self, data: bytes) -> bytes:
-        data = bytes(data)   # no copy of bytes
-        cut = data.rfind(b"\n") + 1
+    def feed(self, data) -> bytes:
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data, end: Optional[int] = None) -> list:
+        """`feed(data[:end])`, as buffers to write in turn (see the class)."""
+        end = len(data) if end is None else end
+        view = memoryview(data)[:end]
+        cut = data.rfind(b"\n", 0, end) + 1
         if not cut:
-            self._partial += data
-            return self._overlong() if len(self._partial) > self.cap else b""
-        # A chunk is up to a megabyte: copy it once, to join it to the partial line held back.
-        lines = b"".join((self._partial, memoryview(data)[:cut])) if self._partial else data[:cut]
-        self._partial = bytearray(data[cut:])
-        out = self._lines(lines)
+            self._partial += view
+            return [self._overlong()] if len(self._partial) > self.cap else []
+        out = []
+        if self._partial:   # the line it ends: joined on its own, the rest is not copied
+            first = data.find(b"\n", 0, end) + 1
+            self._partial += view[:first]
+            head, self._partial = bytes(self._partial), bytearray()
+            out.append(self._lines(head))
+            view = view[first:cut]
+        else:
+            view = view[:cut]
+        self._partial = bytearray(memoryview(data)[cut:end])
+        out.append(self._lines(view))
         if len(self._partial) > self.cap:
-            out += self._overlong()
-        return out
+            out.append(self._overlong())
+        return [piece for piece in out if len(piece)]
 
     def flush(self) -> bytes:
         rest = bytes(self._block + self._partial)
@@ -507,8 +539,9 @@ class StreamRedactor:
         self._partial.clear()
         return self._redact(rest) if rest else b""
 
-    def _lines(self, data: bytes) -> bytes:
-        """Whole lines: redacted now, except an unfinished key block, which is held."""
+    def _lines(self, data):
+        """Whole lines (bytes or a view): redacted now, except an unfinished key block, which
+        is held. Lines with nothing to redact come back as they were given."""
         if self._block:
             self._block += data
             end = _PEM_END_BYTES.search(self._block)
@@ -522,11 +555,17 @@ class StreamRedactor:
             data = bytes(self._block[eol:])
             self._block.clear()
             return done + self._lines(data) if data else done
-        if not data:
+        if not len(data):
             return b""
-        begin = _open_block(data)
+        # An event stream's lines are JSON-decoded before they are looked at; other output is
+        # looked at once, here: no anchor means no secret, and no key block either.
+        look = None if self.json_lines else self.redactor.look(data)
+        if look is not None and not look[0] and not look[1]:
+            return data
+        data = bytes(data)
+        begin = _open_block(data) if look is None or _KEY_ANCHOR in look[0] else None
         if begin is None:
-            return self._redact(data)
+            return self._redact(data, look)
         start = data.rfind(b"\n", 0, begin) + 1
         self._block += data[start:]
         return self._redact(data[:start]) + self._lines(b"")
@@ -545,6 +584,9 @@ class StreamRedactor:
         data = bytes(buf[:cut])
         del buf[:cut]
         return self._redact(data)
+
+
+_KEY_ANCHOR = b"private key"     # in every BEGIN line of a private key block
 
 
 def _open_block(data: bytes) -> Optional[int]:
