@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import string
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,6 +32,8 @@ SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 def _string(value):
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
+    if "\0" in value:
+        raise ValueError("holds a NUL character; no path, name or argument can")
     return value
 
 
@@ -45,8 +48,8 @@ def _boolean(value):
 
 
 def _positive_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError("expected a number greater than 0")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
+        raise ValueError("expected a finite number greater than 0")  # NaN, .inf and huge ints fail too
     return float(value)
 
 
@@ -74,6 +77,8 @@ def _branch(value):
 def _string_list(value):
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
+    if any("\0" in v for v in value):
+        raise ValueError("an entry holds a NUL character; no path, name or argument can")
     return list(value)
 
 
@@ -86,9 +91,9 @@ def _codex_overrides(value):
 
 
 def _version(value):
-    if value != 2:
+    if value != 2 or isinstance(value, bool):
         raise ValueError(f"{value!r} is not supported; expected 2")
-    return value
+    return 2  # not 2.0
 
 
 def setting(convert: Callable, default: Any, doc: str):
@@ -241,6 +246,18 @@ def _agent_kind(value):
     return _one_of("codex", "command")(value)
 
 
+def _clip(text: str, limit: int = 300) -> str:
+    """Text that may quote a huge value (a pasted file), cut to a readable part of one line:
+    journald splits a line past LineMax, and nobody reads 100 kB of it."""
+    return text if len(text) <= limit else f"{text[:limit // 2]} ... {text[-(limit // 2):]}"
+
+
+def _plain(text: str, limit: int = 300) -> str:
+    """A key or a path as a one-line message shows it: as written, unless that would break the
+    line (then quoted and escaped) or run on (then cut)."""
+    return _clip(text if text.isprintable() else repr(text), limit)
+
+
 class KeyedValueError(ValueError):
     """A converter's error about one part of a value: `where` extends the key (`[2].timeout`)."""
 
@@ -274,7 +291,7 @@ def _suites(value):
             raise KeyedValueError(where, "expected a mapping with name, command, timeout and paths")
         for key in raw:
             if key not in SUITE_KEYS:
-                raise KeyedValueError(f"{where}.{key}",
+                raise KeyedValueError(f"{where}.{_plain(str(key), 80)}",
                                       f"unknown key; expected one of {', '.join(SUITE_KEYS)}")
         for key in ("name", "command", "paths"):
             if key not in raw:
@@ -304,7 +321,7 @@ def _suites(value):
                                                         "globs, e.g. [\"src/**\", \"**/*.rs\"]")
             for j, pattern in enumerate(paths):
                 try:
-                    pathglob.check(pattern)
+                    _glob(pattern)
                 except ValueError as exc:
                     raise KeyedValueError(f"{where}.paths[{j}]", str(exc)) from None
             globs, always = tuple(paths), False
@@ -313,12 +330,20 @@ def _suites(value):
     return suites
 
 
+def _glob(value):
+    """`pathglob.check`, whose regex compiler refuses some classes ([z-a]) with re.error."""
+    try:
+        return pathglob.check(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r}: not a usable glob ({exc.msg})") from None
+
+
 def _optional_glob(value):
-    return None if value is None else pathglob.check(value)
+    return None if value is None else _glob(value)
 
 
 def _globs(value):
-    return [pathglob.check(p) for p in _string_list(value)]
+    return [_glob(p) for p in _string_list(value)]
 
 
 @dataclass(frozen=True)
@@ -423,9 +448,11 @@ def _byte_size(value):
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
-    if not match or match.group(2).lower() not in _BYTE_UNITS or float(match.group(1)) <= 0:
+    unit = match.group(2).lower() if match else None
+    size = float(match.group(1)) * _BYTE_UNITS[unit] if unit in _BYTE_UNITS else 0.0
+    if not 0 < size <= sys.float_info.max:  # 400 digits make an infinite float
         raise ValueError(f"{value!r} is not a size; expected e.g. 200MB, 1GiB, 500k or a number of bytes")
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    return int(size)
 
 
 @dataclass(frozen=True)
@@ -506,14 +533,14 @@ class Loaded:
         if os.sep in name:
             found = resolve_path(self.paths.repo_root, name)
             if not (found.is_file() and os.access(found, os.X_OK)):
-                raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {found} is not an executable "
-                                  "file; install the Codex CLI or fix the path")
+                raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {_plain(str(found))} "
+                                  "is not an executable file; install the Codex CLI or fix the path")
             return str(found)
         found_on_path = shutil.which(name, path=search_path)
         if found_on_path is None:
-            raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {name!r} is not on {whose} PATH"
-                              f"{f' ({search_path})' if search_path else ''}; install the Codex CLI or set "
-                              "codex.codex_bin to its path")
+            raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {_clip(repr(name), 80)} is not "
+                              f"on {whose} PATH{f' ({search_path})' if search_path else ''}; install the Codex "
+                              "CLI or set codex.codex_bin to its path")
         return found_on_path
 
 
@@ -526,7 +553,7 @@ def _build(cls, raw: Any, where: str, source: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in known:
-            full = f"{where}.{key}" if where else str(key)
+            full = f"{where}.{_plain(str(key), 80)}" if where else _plain(str(key), 80)
             raise ConfigError(
                 f"{source}: {full}: unknown key; expected one of {', '.join(sorted(known))}")
     values = {}
@@ -546,9 +573,9 @@ def _build(cls, raw: Any, where: str, source: str):
         try:
             converted = fld.metadata["convert"](raw_value)
         except KeyedValueError as exc:
-            raise ConfigError(f"{source}: {full}{exc.where}: {exc}") from None
+            raise ConfigError(f"{source}: {full}{exc.where}: {_clip(str(exc))}") from None
         except ValueError as exc:
-            raise ConfigError(f"{source}: {full}: {exc}") from None
+            raise ConfigError(f"{source}: {full}: {_clip(str(exc))}") from None
         values[name] = converted
     return cls(**values)
 
@@ -567,23 +594,26 @@ def _check_coherence(cfg: Config, source: str) -> None:
     if cfg.repo.ops_journal_branch == cfg.repo.base_branch:
         raise ConfigError(
             f"{source}: repo.ops_journal_branch: must differ from repo.base_branch "
-            f"({cfg.repo.base_branch!r}); e.g. overnight/ops-journal")
+            f"({_clip(repr(cfg.repo.base_branch), 80)}); e.g. overnight/ops-journal")
 
 
 def _validate_template(path: Path, key: str, source: str, placeholders) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{source}: {key}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{source}: {key}: cannot read {_plain(str(path))}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: {key}: {_plain(str(path))} is not UTF-8 text (byte {exc.start}); "
+                          "save it as UTF-8") from None
     try:
         names = {m.group("named") or m.group("braced")
                  for m in string.Template.pattern.finditer(text) if m.group("named") or m.group("braced")}
     except ValueError as exc:
-        raise ConfigError(f"{source}: {key}: {path}: {exc}") from None
+        raise ConfigError(f"{source}: {key}: {_plain(str(path))}: {exc}") from None
     unknown = sorted(names - set(placeholders))
     if unknown:
         raise ConfigError(
-            f"{source}: {key}: {path} uses unknown placeholder ${unknown[0]}; "
+            f"{source}: {key}: {_plain(str(path))} uses unknown placeholder ${unknown[0]}; "
             f"expected some of {', '.join('$' + p for p in sorted(placeholders))}")
 
 
@@ -596,13 +626,15 @@ _Loader.yaml_implicit_resolvers = {
             if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# Each number needs a digit: the constructors crash on `.` or `0x_` (a plain `run_root: .`).
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"),
+    "tag:yaml.org,2002:int",
+    re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]*[0-9a-fA-F][0-9a-fA-F_]*|0o?[0-7_]*[0-7][0-7_]*|0_+)$"),
     list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"
-               r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    re.compile(r"^[-+]?([0-9][0-9_]*\.[0-9_]*|\.[0-9_]*[0-9][0-9_]*)([eE][-+]?[0-9]+)?$"
+               r"|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
     list("-+0123456789."))
 
 
@@ -614,7 +646,11 @@ def parse(text: str, source: str) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: {where}not valid YAML ({problem})") from None
+        raise ConfigError(f"{source}: {where}not valid YAML ({_clip(problem)})") from None
+    except RecursionError:  # the composer recurses once per level of [[[...
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
+    except (ValueError, TypeError, LookupError, AttributeError):  # PyYAML's constructors on `!!int x`
+        raise ConfigError(f"{source}: not valid YAML (a value does not fit its !!tag; drop it)") from None
     if raw is None:
         raise ConfigError(f"{source}: empty file; expected at least `version: 2`")
     cfg = _build(Config, raw, "", source)
@@ -662,6 +698,9 @@ def load(config_path: Optional[Path], repo_root: Path) -> Loaded:
             text = Path(source_path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{source_path}: cannot read config ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source_path}: not UTF-8 text (byte {exc.start}); save the config "
+                              "as UTF-8") from None
         cfg = parse(text, str(source_path))
     paths = resolve_paths(cfg, repo_root)
     for key in ("prompt_template", "resume_prompt_template", "wrap_up_prompt_template"):

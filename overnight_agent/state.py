@@ -8,6 +8,8 @@ new file, never a torn one. Must not: decide anything, run processes or git.
 import enum
 import json
 import os
+import re
+import reprlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,22 +50,26 @@ LIVE = (STARTING, BACKOFF, RUNNING, STOPPING)
 # Every change of a night's state, and why it may happen. `transition` refuses any other.
 TRANSITIONS = {
     STARTING: {BACKOFF: "set up: the loop starts",
-               FAILED: "the service manager gave up on a night no supervisor runs (notify-failure)"},
+               FAILED: "the service manager gave up on a night no supervisor runs (notify-failure)",
+               FINISHED: "closed by the next start: the deadline passed while no supervisor ran",
+               STOPPED: "closed by the next start: replaced by a fresh night (--no-resume)"},
     BACKOFF: {RUNNING: "an attempt started",
-              STOPPED: "a signal",
-              FINISHED: "the deadline, or the token budget spent",
+              STOPPED: "a signal; or closed by the next start (--no-resume)",
+              FINISHED: "the deadline, or the token budget spent; or closed by the next start past it",
               FAILED: "an attempt could not start and the night cannot go on, or the service "
                       "manager gave up on it (notify-failure)",
               STARTING: "a new supervisor took over after this one died"},
     RUNNING: {STOPPING: "a stall, a wrong thread, no network, the deadline or a signal",
               BACKOFF: "the attempt ended by itself; another will start",
-              FINISHED: "the attempt ended and the token budget is spent",
+              FINISHED: "the attempt ended and the token budget is spent; or closed by the next "
+                        "start: the deadline passed while no supervisor ran",
+              STOPPED: "closed by the next start: replaced by a fresh night (--no-resume)",
               FAILED: "the attempt ended and the night cannot go on (a usage limit past the deadline), "
                       "or notify-failure",
               STARTING: "a new supervisor took over after this one died"},
     STOPPING: {BACKOFF: "stopped to resume (a stall, a wrong thread, no network)",
-               STOPPED: "stopped for a signal",
-               FINISHED: "stopped for the deadline",
+               STOPPED: "stopped for a signal; or closed by the next start (--no-resume)",
+               FINISHED: "stopped for the deadline; or closed by the next start past it",
                FAILED: "stopped, and the night cannot go on; or notify-failure",
                STARTING: "a new supervisor took over after this one died"},
     STOPPED: {STARTING: "`run` again before the deadline"},
@@ -232,28 +238,92 @@ _REQUIRED = ("run_id", "repo_root", "deadline", "wrap_up_at", "session_worktree"
              "model", "model_reasoning_effort", "sandbox", "created_at", "state")
 
 
+_NULL = type(None)
+# What JSON holds in each other field (a missing one takes its default). A wrong type would not
+# fail here but later, in whoever reads it: status, a resuming supervisor, the report.
+_FIELDS = {"thread_id": (str, _NULL), "restarts": (int,), "supervisor_pid": (int, _NULL), "tag": (str,),
+           "exec_summary_log": (str,), "reports_dir": (str,), "heartbeat_file": (str,),
+           "wrap_up_sent": (bool,), "messages_delivered": (int,), "fresh_starts": (int,), "schema": (int,)}
+_ATTEMPT_REQUIRED = ("number", "kind", "started_at", "log")
+_ATTEMPT_FIELDS = {"number": (int,), "kind": (str,), "started_at": (str,), "log": (str,),
+                   "pid": (int, _NULL), "pgid": (int, _NULL), "proc_create_time": (float, _NULL),
+                   "thread_id": (str, _NULL), "ended_at": (str, _NULL), "outcome": (str, _NULL),
+                   "detail": (str, _NULL), "exit_code": (int, _NULL), "usage": (dict, _NULL)}
+_PIDS = ("supervisor_pid", "pid", "pgid")
+_KINDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+          dict: "an object", list: "a list", _NULL: "null"}
+_ASIDE = "move the file aside (or use --no-resume) to start fresh"
+_REPR = reprlib.Repr()   # bounded in depth too: a value may nest as deep as JSON lets it
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def _shown(value: Any) -> str:
+    """A value of the file as a one-line message quotes it: never longer than a reader needs."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else f"{text[:60]} ... {text[-56:]}"
+
+
+def _check_fields(data: Dict[str, Any], fields: Dict[str, tuple], where: str, source: str) -> None:
+    """Each field present holds its JSON type (a float field takes 1 for 1.0; an int one no `true`)."""
+    for key, kinds in fields.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, bool):
+            wrong = bool not in kinds
+        else:
+            wrong = not isinstance(value, kinds + ((int,) if float in kinds else ()))
+        if key in _PIDS and not wrong and value is not None:
+            wrong = not 0 < value < 2 ** 31
+        if wrong:
+            expected = "a process id" if key in _PIDS else " or ".join(_KINDS[kind] for kind in kinds)
+            raise ConfigError(f"{source}: {where}{key}: expected {expected}; {_ASIDE}")
+
+
 def from_dict(data: Any, source: str) -> Session:
     """Validate a loaded `session.json`; errors name the file and the key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object; move the file aside to start fresh")
     if data.get("schema", SCHEMA) != SCHEMA:
-        raise ConfigError(f"{source}: schema: {data.get('schema')!r} is not {SCHEMA}; "
+        raise ConfigError(f"{source}: schema: {_shown(data.get('schema'))} is not {SCHEMA}; "
                           "written by another version: move it aside to start fresh")
     for key in _REQUIRED:
         if not isinstance(data.get(key), str):
-            raise ConfigError(f"{source}: {key}: missing or not a string; "
-                              "move the file aside (or use --no-resume) to start fresh")
+            raise ConfigError(f"{source}: {key}: missing or not a string; {_ASIDE}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", data["run_id"]):  # gc removes runs/<run_id>
+        raise ConfigError(f"{source}: run_id: {_shown(data['run_id'])} is not a run id (a folder name "
+                          f"like 20261201_230000_a1b2c3); {_ASIDE}")
     if data["state"] not in STATES:
-        raise ConfigError(f"{source}: state: {data['state']!r} is not one of {', '.join(STATES)}")
+        raise ConfigError(f"{source}: state: {_shown(data['state'])} is not one of {', '.join(STATES)}")
     for key in ("deadline", "wrap_up_at", "created_at"):
         try:
-            timeparse.parse_iso(data[key])
+            year = timeparse.parse_iso(data[key]).year
         except ValueError:
-            raise ConfigError(f"{source}: {key}: {data[key]!r} is not an ISO 8601 time "
-                              "with UTC offset") from None
+            year = 0
+        if not 1 < year < 9999:  # a day from either end of the calendar: any zone can show it
+            raise ConfigError(f"{source}: {key}: {_shown(data[key])} is not an ISO 8601 time "
+                              "with UTC offset")
+    _check_fields(data, _FIELDS, "", source)
+    for key in _REQUIRED + tuple(_FIELDS):
+        if isinstance(data.get(key), str) and "\0" in data[key]:  # paths, branches, argv: all refuse it
+            raise ConfigError(f"{source}: {key}: holds a NUL character; {_ASIDE}")
+    identity = data.get("git_identity", {})
+    if not isinstance(identity, dict) or not all(isinstance(v, str) for v in identity.values()):
+        raise ConfigError(f"{source}: git_identity: expected an object of strings; {_ASIDE}")
+    events = data.get("events", [])
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise ConfigError(f"{source}: events: expected a list of objects; {_ASIDE}")
     attempts = data.get("attempts", [])
     if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
-        raise ConfigError(f"{source}: attempts: expected a list of objects")
+        raise ConfigError(f"{source}: attempts: expected a list of objects; {_ASIDE}")
+    for i, attempt in enumerate(attempts):
+        for key in _ATTEMPT_REQUIRED:
+            if key not in attempt:
+                raise ConfigError(f"{source}: attempts[{i}].{key}: missing; {_ASIDE}")
+        _check_fields(attempt, _ATTEMPT_FIELDS, f"attempts[{i}].", source)
+        if not all(type(v) is int for v in (attempt.get("usage") or {}).values()):  # the budget adds them up
+            raise ConfigError(f"{source}: attempts[{i}].usage: expected an object of whole numbers; "
+                              f"{_ASIDE}")
     known = set(Session.__dataclass_fields__)
     values = {k: v for k, v in data.items() if k in known and k != "attempts"}
     try:
@@ -272,11 +342,16 @@ def load(path: Path) -> Optional[Session]:
         return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read session state ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); nothing was overwritten: "
+                          f"{_ASIDE}") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); nothing was overwritten: "
-                          "move the file aside (or use --no-resume) to start fresh") from None
+        raise ConfigError(f"{path}: not valid JSON ({exc}); nothing was overwritten: {_ASIDE}") from None
+    except RecursionError:  # the decoder recurses once per level of [[[...
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply); nothing was overwritten: "
+                          f"{_ASIDE}") from None
     return from_dict(data, str(path))
 
 

@@ -23,6 +23,9 @@ _USAGE_LIMIT = re.compile(r"usage limit|usage_limit_reached|quota", re.I)
 _RATE_LIMIT = re.compile(r"\b429\b|rate.?limit|too many requests", re.I)
 _SERVER = re.compile(r"\b5\d\d\b|high demand|overloaded|internal server error|service unavailable|"
                      r"stream disconnected|idle timeout", re.I)
+# A thread id goes into `codex exec resume <id>` and a glob of the session store: refuse one that
+# would read as an option, a path or a pattern there (codex's own are UUIDs).
+_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network is unreachable|"
                       r"error sending request|dns", re.I)
 
@@ -73,30 +76,35 @@ class CodexBackend:
     # --- events and outcomes ------------------------------------------------------------------
 
     def parse_line(self, line: str) -> Optional[Event]:
+        """The event on one line of stdout; None for a line that is not a JSON object. A field of
+        the wrong type reads as absent: its value would travel into argv, session.json, the budget."""
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested a thousand levels deep
             return None
         if not isinstance(data, dict):
             return None
         kind = data.get("type")
         if kind == "thread.started":
-            return Event("thread_started", thread_id=str(data.get("thread_id") or "") or None)
+            thread_id = _text(data.get("thread_id"))
+            return Event("thread_started", thread_id=thread_id if _THREAD_ID.fullmatch(thread_id) else None)
         if kind == "turn.started":
             return Event("turn_started")
         if kind == "turn.completed":
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-            return Event("turn_completed", usage=usage)
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            counts = {k: v for k, v in usage.items() if type(v) is int}  # not true, 1e400, "many"
+            return Event("turn_completed", usage=counts or None)
         if kind == "turn.failed":
             error = data.get("error") if isinstance(data.get("error"), dict) else {}
-            return Event("turn_failed", message=str(error.get("message") or "turn failed"))
+            return Event("turn_failed", message=_text(error.get("message")) or "turn failed")
         if kind == "error":
-            message = str(data.get("message") or "")
+            message = _text(data.get("message"))
             return Event("error", message=message, network_wait=bool(_NETWORK.search(message)))
         if kind in ("item.started", "item.completed", "item.updated"):
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
-            return Event("item", item_type=item.get("type"), message=item.get("message"),
-                         phase=kind.split(".", 1)[1], command=item.get("type") == "command_execution")
+            item_type = _text(item.get("type")) or None
+            return Event("item", item_type=item_type, message=_text(item.get("message")) or None,
+                         phase=kind.split(".", 1)[1], command=item_type == "command_execution")
         return Event("other")
 
     def classify(self, view: AttemptView) -> Outcome:
@@ -203,6 +211,12 @@ def _rollout_thread_and_cwd(path: Path):
     except OSError:
         return None, None
     return thread, cwd
+
+
+def _text(value) -> str:
+    """A string field of an event; "" when it holds anything else (str() of a nested object could
+    recurse as deep as the JSON did)."""
+    return value if isinstance(value, str) else ""
 
 
 def _failure_kind(message: str) -> str:
