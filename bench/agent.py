@@ -5,11 +5,18 @@
     python agent.py flood NBYTES DEST TIMES [GO]            write the flood stream to DEST ('-': stdout),
                                                             once the file GO exists
     python agent.py survive KIND PIDS                       plain | setsid | ignore_term, pids to PIDS
+    python agent.py codex ARGS...                           the scripted Codex CLI (overnight_agent.
+                                                            fakecodex) with ARGS, stamping its events
 
 BEAT is `file` (os.utime on $OVERNIGHT_AGENT_HEARTBEAT, in-process) or `udp:PORT` (circus's
 watchdog message `pid;timestamp` to 127.0.0.1:PORT). HOW is `sleep` (silent) or `sigstop`.
 Times are `time.time()` so they compare across processes; the crash agent is `crash.sh` (bash
 starts in about a millisecond, a Python interpreter in twenty).
+
+`codex` runs the project's scripted stand-in for the Codex CLI in this process, unchanged, and
+appends a line `PID TIME WHAT` to $OA_BENCH_CODEX_STAMPS when it starts (`start exec|resume`),
+right after it wrote each `--json` event to stdout (the event's type; `thread.started ID`), and
+when a signal reaches it (`signal N`): when each thing happened, without parsing a log.
 """
 import hashlib
 import os
@@ -124,6 +131,30 @@ def survive(kind: str, pids: str) -> None:
     time.sleep(3600)
 
 
+def codex(args) -> int:
+    """The fake codex's own `main`, its event output and signal handler wrapped to stamp times."""
+    fd = os.open(os.environ["OA_BENCH_CODEX_STAMPS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                 0o644)
+    pid = os.getpid()
+
+    def stamp(what: str) -> None:
+        os.write(fd, f"{pid} {time.time()!r} {what}\n".encode())
+    stamp("start resume" if "resume" in args else "start exec")
+    from overnight_agent.fakecodex import cli
+    emit, handle = cli.Output.event, cli.SignalGate._handle
+
+    def event(self, data):
+        emit(self, data)
+        kind = data.get("type")
+        stamp(f"{kind} {data.get('thread_id')}" if kind == "thread.started" else str(kind))
+
+    def on_signal(self, signum, frame):
+        stamp(f"signal {signum}")
+        return handle(self, signum, frame)
+    cli.Output.event, cli.SignalGate._handle = event, on_signal
+    return cli.main(list(args))
+
+
 def main(argv) -> None:
     mode = argv[0]
     if mode == "sleep":
@@ -134,6 +165,8 @@ def main(argv) -> None:
         flood(int(argv[1]), argv[2], argv[3], *argv[4:5])
     elif mode == "survive":
         survive(argv[1], argv[2])
+    elif mode == "codex":
+        sys.exit(codex(argv[1:]))
     else:
         raise SystemExit(f"agent.py: unknown mode {mode!r}")
 
