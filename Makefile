@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast test-unit lint bench clean docs
+.PHONY: venv demo test test-fast test-unit lint bench chaos clean docs
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ test-unit: $(STAMP)
 # pyflakes, pinned in the test extra: unused imports and names, undefined names.
 lint: $(STAMP)
 	$(PY) -m pyflakes overnight_agent tests bench/*.py
+
+# Hundreds of injected faults against the real supervisor, git and the scripted agent; writes
+# docs/reliability.md from the run (about 10 minutes; `make test` runs a short campaign).
+chaos: $(STAMP)
+	$(PY) tests/chaos.py --faults 240 --jobs 4 --write docs/reliability.md
 
 # Side by side with supervisord and circus (built into bench/.venv) and a stdlib reference;
 # not part of the tests; about 10 minutes; writes bench/results.md. See docs/benchmarks.md.

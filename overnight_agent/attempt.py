@@ -77,7 +77,7 @@ class LiveAttempt:
             output.finish(detail + "\n")
             raise SpawnFailed(state.Attempt(number=plan.number, kind=plan.kind, started_at=plan.started_at,
                                             log=str(log_path), ended_at=plan.started_at,
-                                            outcome=base.CRASHED_BEFORE_THREAD, detail=detail)) from None
+                                            outcome=base.NOT_STARTED, detail=detail)) from None
         finally:
             if direct is not None:
                 os.close(direct)
@@ -113,8 +113,10 @@ class LiveAttempt:
     def read(self, fd: int, selector: selectors.BaseSelector, now: float, event_stream: bool) -> List[str]:
         """Take what `fd` holds; returns the whole stdout lines of an event stream."""
         lines, said = self.output.read(fd, selector)
-        if said and not event_stream:
-            self.liveness.saw("stdout", now)  # a plain command: any output is evidence
+        # A plain command: any output is evidence. An event stream: its events are (see
+        # `observe`), and so are bytes of a line still arriving (one event can be 100 MB long).
+        if said and (not event_stream or not lines):
+            self.liveness.saw("stdout", now)
         return lines
 
     def written(self, now: float) -> None:

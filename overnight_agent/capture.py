@@ -24,6 +24,7 @@ STDERR_TAIL = 8192
 READ_CHUNK = 1 << 20   # matches the widened pipe: one read per wake-up under heavy output
 BUFFERS = 4            # chunks read and not yet written, at most: memory stays bounded
 BUFFER_WAIT = 0.05     # the writer is behind: wait this long for a buffer, then let the loop go on
+MAX_EVENT_LINE = 8 << 20   # an event line longer than this reaches the parser cut (the log has it whole)
 # After a look at a log the command writes itself, the next waits this long: a flood of writes
 # then costs a few hundred wake-ups a second, not one per write (the cap is kept at each look).
 WATCH_PAUSE = 0.01
@@ -127,26 +128,79 @@ def _cut(pieces: List, keep: int) -> List:
     return out
 
 
+class LineSplitter:
+    """Cuts a byte stream into whole lines for the parser, in memory bounded by `max_line`: a
+    longer line (a command's 100 MB of output in one event) is passed on cut to its first
+    `max_line` bytes, which no parser takes for an event; the rest of it is not kept."""
+
+    def __init__(self, max_line: int = MAX_EVENT_LINE):
+        self.max_line = max_line
+        self.partial = bytearray()
+        self.cut = 0              # lines cut so far
+        self._over = False        # the line held is being cut
+
+    def feed(self, buf, n: int) -> List[bytes]:
+        """The lines that `buf[:n]` completes."""
+        view = memoryview(buf)[:n]
+        first = buf.find(b"\n", 0, n)
+        if first < 0:
+            self._hold(view)
+            return []
+        last = buf.rfind(b"\n", 0, n)
+        self._hold(view[:first])
+        lines = [self._take()]
+        if last > first:
+            for line in bytes(view[first + 1:last]).split(b"\n"):
+                self._hold(line)
+                lines.append(self._take())
+        self._hold(view[last + 1:])
+        return lines
+
+    def flush(self) -> Optional[bytes]:
+        rest = self._take()
+        return rest or None
+
+    def _hold(self, data) -> None:
+        room = self.max_line - len(self.partial)
+        if len(data) > room:
+            if not self._over:
+                self._over = True
+                self.cut += 1
+            data = data[:room]
+        self.partial += data
+
+    def _take(self) -> bytes:
+        line, self.partial, self._over = bytes(self.partial), bytearray(), False
+        return line
+
+
+_SPARE: List[bytearray] = []   # buffers of attempts gone, for the next (a new one costs page faults)
+
+
 class LogWriter:
-    """Runs an attempt's log writes in order, on a thread of its own, and owns the buffers the
-    loop reads into: at most `BUFFERS` chunks are in flight, so a slow disk fills the agent's
-    pipe rather than our memory, and holds the loop up for `BUFFER_WAIT` at most. A write that
-    fails (a full disk) is kept and raised in the loop at its next read."""
+    """Runs an attempt's log writes in order, and owns the buffers the loop reads into. Writes
+    run in the loop until a read fills half a buffer (a flood), then on a thread of its own: at
+    most `BUFFERS` chunks are then in flight, so a slow disk fills the agent's pipe rather than
+    our memory, and holds the loop up for `BUFFER_WAIT` at most. A write that fails (a full disk)
+    is kept and raised in the loop at its next read."""
 
     def __init__(self, threaded: bool = True):
-        self.threaded = threaded
+        self.threaded = threaded                  # may move to a thread
         self.error: Optional[BaseException] = None
         self._free: "queue.SimpleQueue[bytearray]" = queue.SimpleQueue()
-        for _ in range(BUFFERS if threaded else 1):
-            self._free.put(bytearray(READ_CHUNK))
+        self._room = BUFFERS if threaded else 1   # buffers not made yet: made when first needed
         self._todo: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._thread = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="run-log", daemon=True)
-            self._thread.start()
+        self._thread: Optional[threading.Thread] = None
 
     def buffer(self) -> Optional[bytearray]:
         """A free buffer to read into; None when every one waits to be written."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._room:   # a quiet agent never needs more than one (a megabyte each)
+            self._room -= 1
+            return _SPARE.pop() if _SPARE else bytearray(READ_CHUNK)
         try:
             return self._free.get(timeout=BUFFER_WAIT)
         except queue.Empty:
@@ -155,8 +209,12 @@ class LogWriter:
     def give_back(self, buf: bytearray) -> None:
         self._free.put(buf)
 
-    def submit(self, write: Callable[[], None], buf: Optional[bytearray] = None) -> None:
-        """Run `write` after every write submitted before it; `buf` is free again after it."""
+    def submit(self, write: Callable[[], None], buf: Optional[bytearray] = None, size: int = 0) -> None:
+        """Run `write` after every write submitted before it; `buf` is free again after it.
+        `size`: the bytes it writes (a large one moves the writes to the thread)."""
+        if self._thread is None and self.threaded and size >= READ_CHUNK // 2:
+            self._thread = threading.Thread(target=self._run, name="run-log", daemon=True)
+            self._thread.start()
         if self._thread is None:
             self._do(write, buf)
         else:
@@ -168,11 +226,16 @@ class LogWriter:
             raise error
 
     def close(self) -> None:
-        """Every write submitted is done once this returns."""
+        """Every write submitted is done once this returns (its buffers are then spare)."""
         if self._thread is not None:
             self._todo.put(None)
             self._thread.join()
             self._thread = None
+        while len(_SPARE) < BUFFERS:
+            try:
+                _SPARE.append(self._free.get_nowait())
+            except queue.Empty:
+                break
 
     def _run(self) -> None:
         while True:
@@ -203,7 +266,7 @@ class Output:
         self.cap = cap
         self.redactor = redactor
         self.events_on_stdout = events_on_stdout  # stdout is an event stream: split it into lines
-        self.buffers: Dict[int, bytearray] = {}
+        self.lines: Dict[int, LineSplitter] = {}
         self.redactors: Dict[int, redact.StreamRedactor] = {}
         self.kinds: Dict[int, str] = {}          # fd -> "out" | "err"
         self.stderr_tail = ""
@@ -233,7 +296,7 @@ class Output:
             fd = stream.fileno()
             os.set_blocking(fd, False)
             procs.widen_pipe(fd)
-            self.buffers[fd] = bytearray()
+            self.lines[fd] = LineSplitter()
             self.kinds[fd] = kind
             if self.redactor is not None:
                 json_lines = kind == "out" and self.events_on_stdout  # codex's --json events
@@ -271,12 +334,8 @@ class Output:
         if kind == "err":
             self.stderr_tail = (self.stderr_tail + bytes(chunk[-STDERR_TAIL:]).decode("utf-8", "replace"))[-STDERR_TAIL:]
         elif self.events_on_stdout:
-            buffer = self.buffers[fd]
-            buffer += chunk
-            *whole, rest = buffer.split(b"\n")
-            self.buffers[fd] = bytearray(rest)
-            lines = [line.decode("utf-8", "replace") for line in whole]
-        self.writer.submit(lambda: self._write(fd, buf, n), buf)   # `buf` is not read again here
+            lines = [line.decode("utf-8", "replace") for line in self.lines[fd].feed(buf, n)]
+        self.writer.submit(lambda: self._write(fd, buf, n), buf, n)   # `buf` is not read again here
         # A plain command: any output is a sign of life, none an event.
         return lines, kind == "out"
 
@@ -347,11 +406,17 @@ class Output:
         kind = self.kinds.pop(fd)
         if fd in self.redactors:
             self.writer.submit(lambda: self._write(fd, b"", 0, final=True))
-        rest = self.buffers.pop(fd, bytearray())
+        rest = self.lines.pop(fd).flush()
         return [rest.decode("utf-8", "replace")] if kind == "out" and rest and self.events_on_stdout else []
 
     def _write(self, fd: int, data, end: int, final: bool = False) -> None:
         """`data[:end]` into the run log: redacted, and within the night's size cap."""
+        try:
+            self._write_log(fd, data, end, final)
+        except OSError as exc:   # named, for the message the loop will give
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+
+    def _write_log(self, fd: int, data, end: int, final: bool) -> None:
         stream = self.redactors.get(fd)
         if stream is not None:
             pieces = stream.pieces(data, end) + ([stream.flush()] if final else [])

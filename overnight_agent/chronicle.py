@@ -67,6 +67,24 @@ class Chronicle:
         self.note("guard", attempt=attempt, changes=changes, actions=check.actions)
         self.journal(check.summary())
 
+    def repair_worktrees(self) -> None:
+        """Before an attempt: a worktree or branch deleted by hand is put back (see
+        gitops.repair_worktree), and that is said in the journal; never fatal to the night."""
+        s = self.session
+        for path, branch in ((s.session_worktree, s.session_branch),
+                             (s.ops_journal_worktree, s.ops_journal_branch)):
+            if gitops.worktree_intact(Path(path), branch):
+                continue
+            try:
+                done = gitops.repair_worktree(Path(s.repo_root), Path(path), branch, s.base_commit)
+            except gitops.GitError as exc:
+                self.log.error("worktree.repair_failed", path=path, error=str(exc))
+                continue
+            for what in done:
+                self.note("worktree.repaired", what=what)
+                self.log.warning("worktree.repaired", what=what)
+                self.journal(what)
+
     def checkpoint(self) -> None:
         """Commit what the agent left uncommitted, except files holding a secret: those stay in
         the work tree, uncommitted, and are recorded (names and kinds, never values)."""

@@ -10,10 +10,11 @@ Must not: print, log or decide anything; callers raise, the CLI maps.
 | 2    | usage error on the command line                                          |
 | 3    | `validate`: a validation suite or a guard failed (see its JSON record)   |
 | 65   | refused: the content to commit holds a secret (EX_DATAERR)               |
+| 74   | disk full under run_root: the agent was stopped, the last state kept (EX_IOERR) |
 | 75   | locked: another supervisor holds the lock (EX_TEMPFAIL)                  |
 | 78   | configuration or state file error (EX_CONFIG)                            |
 
-systemd units list 75 and 78 in RestartPreventExitStatus: restarting cannot fix them.
+systemd units list 74, 75 and 78 in RestartPreventExitStatus: restarting cannot fix them.
 """
 
 OK = 0
@@ -21,6 +22,7 @@ UNEXPECTED = 1
 USAGE = 2
 VALIDATION_FAILED = 3
 SECRET = 65
+DISK_FULL = 74
 LOCKED = 75
 CONFIG = 78
 
@@ -41,6 +43,12 @@ class LockedError(OvernightError):
     """Another supervisor holds the single-instance lock."""
 
     exit_code = LOCKED
+
+
+class DiskFull(OvernightError):
+    """A write under run_root failed for want of space (or of quota, or of the file size limit)."""
+
+    exit_code = DISK_FULL
 
 
 class UsageError(OvernightError):

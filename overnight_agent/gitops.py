@@ -8,10 +8,13 @@ repository's config or hooks, or run anything destructive.
 """
 import enum
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import faults
 from .exitcodes import ConfigError, OvernightError
 
 # Empty folders that codex's bwrap sandbox leaves in a work tree after a kill mid-command.
@@ -109,6 +112,63 @@ def worktree_git_dir(worktree: Path) -> Path:
     return Path(git(["rev-parse", "--path-format=absolute", "--git-dir"], worktree))
 
 
+# A lock git left behind: git holds one for milliseconds; a git killed mid-commit (an agent
+# stopped at the deadline, a supervisor killed) leaves it, and every later commit fails.
+STALE_LOCK_AGE = 5.0
+_LOCK_HELD = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+
+
+def lock_error(text: str) -> Optional[Path]:
+    """The lock file a git error says exists, if that is what it says."""
+    found = _LOCK_HELD.search(text)
+    return Path(found.group(1)) if found else None
+
+
+def clear_stale_locks(worktree: Path, min_age: float = STALE_LOCK_AGE) -> List[str]:
+    """Remove the lock files of `worktree` (its index, its HEAD, and the refs under
+    refs/heads/overnight/) older than `min_age` seconds while no git runs in it; the paths
+    removed. Between attempts nothing of the agent's runs any more, and a second is enough.
+    Locks of the repository's shared files (packed-refs, config) and of other refs are the
+    user's: never touched."""
+    dirs = _linked_dirs(worktree)
+    if dirs is None:
+        return []
+    git_dir, common = dirs
+    candidates = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "ORIG_HEAD.lock"]
+    for folder, _dirs, files in os.walk(common / "refs" / "heads" / "overnight"):
+        candidates += [Path(folder) / name for name in files if name.endswith(".lock")]
+    now = time.time()
+    old = []
+    for lock in candidates:
+        try:
+            if now - lock.stat().st_mtime >= min_age:
+                old.append(lock)
+        except OSError:
+            pass
+    if not old or _git_running_in(worktree):
+        return []
+    removed = []
+    for lock in old:
+        try:
+            lock.unlink()
+            removed.append(str(lock))
+        except OSError:
+            pass
+    return removed
+
+
+def _git_running_in(worktree: Path) -> bool:
+    import psutil   # late: the agent's hooks import this module and never get here
+    inside = str(worktree.resolve())
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] == "git" and (proc.cwd() + "/").startswith(inside + "/"):
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
 def branch_exists(repo: Path, branch: str) -> bool:
     return bool(git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False))
 
@@ -154,6 +214,77 @@ def ensure_worktree(repo: Path, path: Path, branch: str, start_point: str) -> bo
     else:
         git(["worktree", "add", "-b", branch, str(path), start_point], repo)
     return False
+
+
+def _linked_dirs(worktree: Path) -> Optional[Tuple[Path, Path]]:
+    """(its git dir, the repository's common dir) of a linked worktree, read from its files (no
+    git process: asked around every attempt); None when it is not one."""
+    try:
+        pointer = (worktree / ".git").read_text().strip()
+        if not pointer.startswith("gitdir: "):
+            return None
+        git_dir = (worktree / pointer[len("gitdir: "):]).resolve()
+        return git_dir, (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+    except OSError:
+        return None
+
+
+def worktree_intact(path: Path, branch: str) -> bool:
+    """Whether `path` is still a checkout and `branch` still exists, read from the files alone."""
+    dirs = _linked_dirs(path)
+    if dirs is None or not dirs[0].is_dir():
+        return False
+    common = dirs[1]
+    try:
+        if (common / "refs" / "heads" / branch).is_file():
+            return True
+        packed = common / "packed-refs"
+        return packed.exists() and f" refs/heads/{branch}\n" in packed.read_text()
+    except OSError:
+        return False
+
+
+def repair_worktree(repo: Path, path: Path, branch: str, start_point: str) -> List[str]:
+    """Put back a worktree or its branch deleted by hand during a night; what was done, in words.
+
+    A deleted branch is recreated where the worktree's HEAD last pointed (its reflog outlives
+    the branch), else at `start_point`; a deleted folder is checked out again on the branch.
+    Never touches the primary tree."""
+    done = []
+    if not branch_exists(repo, branch):
+        sha = _last_head(repo, path) or rev(repo, start_point)
+        git(["update-ref", f"refs/heads/{branch}", sha, ZERO_SHA], repo)
+        done.append(f"branch {branch} was deleted: recreated at {sha[:12]}")
+    if not (path / ".git").exists() or path not in registered_worktrees(repo):
+        said = f"worktree {path} was deleted: checked out again on {branch}"
+        if path.exists():   # what was still writing in it (the agent) made the folder again
+            aside = path.with_name(f"{path.name}.leftover-{time.strftime('%Y%m%d_%H%M%S')}")
+            path.rename(aside)
+            said += f"; what was written there since is kept in {aside}"
+        git(["worktree", "prune"], repo)
+        ensure_worktree(repo, path, branch, start_point)
+        done.append(said)
+    return done
+
+
+ZERO_SHA = "0" * 40
+
+
+def _last_head(repo: Path, path: Path) -> Optional[str]:
+    """The commit `path`'s HEAD last pointed to, from its reflog in the repository's
+    worktrees/ folder (there as long as the worktree is registered)."""
+    try:
+        admin = common_dir(repo) / "worktrees"
+        for gitdir in admin.iterdir():
+            pointer = gitdir / "gitdir"
+            if pointer.exists() and Path(pointer.read_text().strip()).parent == path:
+                lines = (gitdir / "logs" / "HEAD").read_text().splitlines()
+                sha = lines[-1].split()[1] if lines else None
+                if sha and succeeds(["cat-file", "-e", f"{sha}^{{commit}}"], repo):
+                    return sha
+    except (OSError, IndexError, GitError):
+        return None
+    return None
 
 
 def sandbox_writable_roots(worktree: Path) -> List[Path]:
@@ -208,6 +339,7 @@ def checkpoint(worktree: Path, run_id: str, identity: Dict[str, str],
     literal = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}  # a path is a path, not a glob
     git(["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], worktree, env=literal,
         input="\0".join(keep))
+    faults.point("checkpoint.staged")
     for path in left_out:  # staged earlier by the agent itself: out of this commit too
         git(["restore", "--staged", "--", path], worktree, env=literal, check=False)
     if not git(["diff", "--cached", "--name-only"], worktree):

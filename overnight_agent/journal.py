@@ -2,9 +2,9 @@
 
 Owns: appending whole lines (one O_APPEND write, then fsync: never torn, safe when several
 writers race), writing the per-run strategy, and committing journal files on the ops-journal
-branch in its own worktree (retrying while git's index is locked). Every line written is
-redacted (`redact`), and a commit whose staged lines still hold a secret is refused and its files
-put back (`secretguard`, exit 65). Must not: trust the agent for
+branch in its own worktree (retrying while git's index is locked, clearing a lock a killed git
+left). Every line written is redacted (`redact`), and a commit whose staged lines still hold a
+secret is refused and its files put back (`secretguard`, exit 65). Must not: trust the agent for
 facts git can tell (branch and commit come from the session worktree), or write anywhere but
 the ops-journal worktree.
 """
@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from . import gitops, redact, secretguard, state
+from . import faults, gitops, redact, secretguard, state
+from .exitcodes import OvernightError
 
 LOCK_RETRIES = 50
 
@@ -94,21 +95,36 @@ def commit(session: state.Session, paths, message: str) -> Optional[str]:
             said = f"{exc} {exc.stderr}"
             if "nothing to commit" in said or "no changes added to commit" in said:
                 return None  # a writer racing us committed our line with its own
-            if "index.lock" not in said or attempt == LOCK_RETRIES - 1:
+            if gitops.lock_error(said) is None or attempt == LOCK_RETRIES - 1:
                 raise
-            time.sleep(0.05 + 0.01 * attempt)
+            # Another writer's lock goes in milliseconds; one a killed git left stays: cleared
+            # once it is old enough to be sure.
+            if not gitops.clear_stale_locks(worktree):
+                time.sleep(0.05 + 0.01 * attempt)
     return None
 
 
+def _require_worktree(session: state.Session) -> None:
+    """Writing into a deleted ops-journal worktree would make a plain folder in its place, which
+    git could not check the branch out into again: refuse, and say it comes back."""
+    if not (Path(session.ops_journal_worktree) / ".git").exists():
+        raise OvernightError(f"{session.ops_journal_worktree}: the ops-journal worktree is missing; "
+                             "the supervisor checks it out again before the next attempt: write again then")
+
+
 def summary(session: state.Session, text: str, author: str = "agent") -> str:
+    _require_worktree(session)
     line = summary_line(session, _clean(session, text, "summary"))
     log = Path(session.exec_summary_log)
     append_line(log, line)
+    faults.point("journal.appended")          # the line is in the file, not yet committed
     commit(session, [log], f"ops: summary ({author})")
+    faults.point("journal.committed")
     return line
 
 
 def question(session: state.Session, text: str) -> Path:
+    _require_worktree(session)
     path = Path(session.reports_dir) / f"{dt.date.today().isoformat()}_questions_for_operator.md"
     if not path.exists():
         append_line(path, f"# Questions for the operator ({dt.date.today().isoformat()})")
@@ -119,6 +135,7 @@ def question(session: state.Session, text: str) -> Path:
 
 
 def strategy(session: state.Session, text: str) -> Path:
+    _require_worktree(session)
     path = Path(session.reports_dir) / f"{session.run_id}_strategy.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = _clean(session, text, "strategy")

@@ -18,24 +18,29 @@ from . import journald
 
 
 class _FileTee:
-    """A structlog processor that appends each event as a JSON line to the run's log file."""
+    """A structlog processor that appends each event as a JSON line to the run's log file: one
+    write on an O_APPEND descriptor, so a supervisor killed at any instant leaves whole lines."""
 
     def __init__(self):
-        self.handle: Optional[IO[str]] = None
+        self.fd: Optional[int] = None
 
     def open(self, path: Path) -> None:
         self.close()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a", encoding="utf-8", buffering=1)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __call__(self, logger, method, event_dict):
-        if self.handle is not None:
-            self.handle.write(json.dumps(event_dict, default=str, ensure_ascii=False) + "\n")
+        if self.fd is not None:
+            line = json.dumps(event_dict, default=str, ensure_ascii=False) + "\n"
+            try:
+                os.write(self.fd, line.encode("utf-8", "replace"))
+            except OSError:
+                pass   # a full disk must not take the supervisor down with a log line
         return event_dict
 
 

@@ -99,8 +99,10 @@ def run(request: RunRequest, log=None, loaded: Optional[config.Loaded] = None) -
                     state.save(paths.session_state, session)
                     log.info("thread.recovered", thread_id=found, source="session store")
             code = supervisor.run()
+            faults.point("shutdown.loop_ended")
             if session.state in (state.FINISHED, state.FAILED):
                 _write_report(loaded, session, layout, log)
+                faults.point("shutdown.reported")
             return NightResult(session, code)
         finally:
             logs.tee.close()
@@ -110,15 +112,16 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
                       log) -> Optional[state.Session]:
     paths = loaded.paths
     existing = state.load(paths.session_state)
+    if existing is not None and Path(existing.repo_root).resolve() != paths.repo_root.resolve():
+        raise ConfigError(f"{paths.session_state}: repo_root: the night in it belongs to {existing.repo_root}, "
+                          f"not {paths.repo_root} (two repositories share one run_root); give this "
+                          "repository its own repo.run_root, or move the file aside")
     _stop_leftovers(tag_prefix(paths), log, loaded.config.stop)
     if existing is not None and not request.no_resume and now < existing.deadline_dt:
         existing.restarts += 1
         existing.supervisor_pid = os.getpid()
         existing.state = state.STARTING  # until the loop runs again
-        last = existing.last_attempt()
-        if last is not None and last.outcome is None:
-            last.outcome, last.ended_at = "supervisor_lost", timeparse.iso(now)
-            last.detail = "the supervisor died while this attempt ran; its processes were stopped"
+        _attempt_lost(existing, now)
         existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
         removed = gitops.remove_sandbox_stubs(Path(existing.session_worktree))
         if removed:  # left by a codex killed mid-command along with its supervisor
@@ -141,8 +144,61 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         Notifier().stopping(said)  # a timer catching up by day: a clean exit, not a failed start
         return None
     if existing is not None:
+        _close(loaded, existing, now, log)
         _archive(paths, existing, log)
     return _create(loaded, request, now, log)
+
+
+def _attempt_lost(session: state.Session, now: dt.datetime) -> None:
+    last = session.last_attempt()
+    if last is not None and last.outcome is None:
+        last.outcome, last.ended_at = "supervisor_lost", timeparse.iso(now)
+        last.detail = "the supervisor died while this attempt ran; its processes were stopped"
+
+
+def _close(loaded: config.Loaded, old: state.Session, now: dt.datetime, log) -> None:
+    """Give a night that will not be resumed the end its supervisor did not: one killed after
+    the deadline (or replaced with --no-resume) left it live, or ended without its report. Its
+    work is checkpointed, its state made final, its report written, as the loop would have."""
+    from .chronicle import Chronicle   # late: only a night closed by its successor needs it
+    paths = loaded.paths
+    logs.tee.open(paths.run(old.run_id).supervisor_log)
+    try:
+        if state.Phase(old.state) in state.LIVE:
+            _attempt_lost(old, now)
+            past = now >= old.deadline_dt
+            final = state.FINISHED if past else state.STOPPED
+            reason = ("the deadline passed while no supervisor ran" if past
+                      else "replaced by a fresh night (--no-resume)")
+            chronicle = Chronicle(old, log, timeparse.local_now, identity=old.git_identity)
+            if worktrees_exist(old) and past:
+                chronicle.checkpoint()
+            state.transition(old, final, reason)
+            if worktrees_exist(old):
+                chronicle.night_ended(final, reason)
+            else:
+                chronicle.note(f"night.{final}", reason=reason)
+            state.save(paths.session_state, old)
+            log.warning("night.closed", run_id=old.run_id, state=str(final), reason=reason)
+        if old.state in (state.FINISHED, state.FAILED) and worktrees_exist(old) and not _reported(old):
+            _write_report(loaded, old, paths.run(old.run_id), log)
+    finally:
+        logs.tee.close()
+
+
+def worktrees_exist(session: state.Session) -> bool:
+    return Path(session.session_worktree).is_dir() and Path(session.ops_journal_worktree).is_dir()
+
+
+def _reported(session: state.Session) -> bool:
+    """Whether the night's report is committed on the ops-journal branch."""
+    target = Path(session.reports_dir) / f"{session.run_id}_report.md"
+    worktree = Path(session.ops_journal_worktree)
+    try:
+        rel = target.relative_to(worktree)
+    except ValueError:
+        return target.exists()
+    return gitops.succeeds(["cat-file", "-e", f"HEAD:{rel.as_posix()}"], worktree)
 
 
 def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -> state.Session:
@@ -194,6 +250,7 @@ def _write_report(loaded: config.Loaded, session: state.Session, layout: state.R
     try:
         md, html = report.write(paths.session_state, layout.root, session=session,
                                 codex_home=paths.codex_home)
+        faults.point("report.written")           # written in the run folder, not yet committed
         sha = report.commit_markdown(session, md)
         log.info("report.written", markdown=str(md), html=str(html), commit=sha)
     except (OvernightError, OSError) as exc:
@@ -234,9 +291,31 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
     reused = gitops.ensure_worktree(repo, Path(session.ops_journal_worktree),
                                     session.ops_journal_branch, session.base_commit)
     log.info("worktree.ready", kind="ops_journal", path=session.ops_journal_worktree, reused=reused)
-    paths.codex_home.mkdir(parents=True, exist_ok=True)
-    os.chmod(paths.codex_home, 0o700)
+    faults.point("setup.after_worktrees")
+    # Every git of an earlier supervisor's is gone (leftovers were stopped): its locks are stale.
+    locks = [lock for tree in (session.session_worktree, session.ops_journal_worktree)
+             for lock in gitops.clear_stale_locks(Path(tree), min_age=1.0)]
+    if locks:
+        log.warning("git.stale_locks_removed", paths=locks)
+    _writable_home(loaded)
     layout.agent_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _writable_home(loaded: config.Loaded) -> None:
+    """codex keeps its sessions in codex_home: one it cannot write loses every thread, so the
+    night does not start (a clear error, before any agent runs)."""
+    home = loaded.paths.codex_home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if home.stat().st_mode & 0o777 != 0o700:
+            os.chmod(home, 0o700)
+        probe = home / f".overnight-agent-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{loaded.source or '<defaults>'}: codex.codex_home: {home} is not writable "
+                          f"({exc.strerror}); make it writable by this user or point codex.codex_home "
+                          "elsewhere") from None
 
 
 def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: state.RunLayout,

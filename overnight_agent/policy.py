@@ -50,6 +50,8 @@ def next_attempt(thread_id: Optional[str], history: Sequence[AttemptSummary], *,
         return NextAttempt(True, f"resume failed: {history[-1].outcome}")
     failed_resumes = 0
     for attempt in reversed(history):
+        if attempt.outcome == base.NOT_STARTED:
+            continue   # the binary, not the thread: says nothing about resuming it
         if attempt.kind != "resume" or attempt.outcome != base.CRASHED_BEFORE_THREAD:
             break
         failed_resumes += 1

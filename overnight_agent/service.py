@@ -7,9 +7,9 @@ announces a failed night (see `alerts`), and the exit status under launchd. Must
 does) or talk to the manager (`notify` sends systemd's READY/WATCHDOG, `journald` writes the
 journal).
 
-launchd cannot be told which exit statuses not to restart (systemd's units list 75 and 78 in
-`RestartPreventExitStatus=`): with `KeepAlive: {SuccessfulExit: false}` a held lock or a bad
-config would be retried every ThrottleInterval all night. So under launchd `run` prints the
+launchd cannot be told which exit statuses not to restart (systemd's units list 74, 75 and 78
+in `RestartPreventExitStatus=`): with `KeepAlive: {SuccessfulExit: false}` a full disk, a held
+lock or a bad config would be retried every ThrottleInterval all night. So under launchd `run` prints the
 error as usual (and announces a config error), then exits 0.
 """
 import dataclasses
@@ -55,9 +55,9 @@ def run_night(request: night.RunRequest, detach: bool = False, env=None) -> int:
             daemonize.detach(loaded)
         result = night.run(request, loaded=loaded)
     except OvernightError as exc:
-        if exc.exit_code in (exitcodes.CONFIG, exitcodes.UNEXPECTED) and under != "systemd":
+        if exc.exit_code in (exitcodes.CONFIG, exitcodes.UNEXPECTED, exitcodes.DISK_FULL) and under != "systemd":
             _announce(loaded, f"exit {exc.exit_code}: {exc}")
-        if under == "launchd" and exc.exit_code in (exitcodes.LOCKED, exitcodes.CONFIG):
+        if under == "launchd" and exc.exit_code in (exitcodes.LOCKED, exitcodes.CONFIG, exitcodes.DISK_FULL):
             print(f"overnight-agent: {exc}", file=sys.stderr)
             print(f"overnight-agent: exiting 0, not {exc.exit_code}: launchd would retry it all night",
                   file=sys.stderr)

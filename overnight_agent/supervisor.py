@@ -15,6 +15,7 @@ it runs (a `Backend` and its capabilities), or reap any child but its own agent.
 | running  | exit -> classify and decide; deadline, wrong thread, stall, no net | stopping, backoff, ...  |
 | stopping | SIGINT -> SIGTERM -> SIGKILL to the whole tree, one step per grace | backoff, stopped, ...   |
 """
+import errno
 import os
 import selectors
 import signal
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import capture, faults, policy, procs, prompt, redact, state, tell, timeparse
+from . import capture, faults, gitops, policy, procs, prompt, redact, state, tell, timeparse
 from .agents import base
 from .agents.base import Backend, StopReason
 from .attempt import LiveAttempt, Plan, SpawnFailed
 from .chronicle import Chronicle
+from .exitcodes import DiskFull
 from .liveness import Limits
 from .notify import Notifier
 from .signals import SignalQueue
@@ -38,6 +40,8 @@ GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-a
 # In a crash loop with no backoff the check (tens of ms of git) runs at most this often; it
 # compares with the night's snapshot, so nothing between two checks escapes it.
 GUARD_CHECK_EVERY = 5.0
+# Writes that fail for want of space (a full disk, a quota, the file size limit).
+DISK_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # A stalled attempt gets this long after SIGINT, then after SIGTERM, before SIGKILL.
 STALL_GRACE = 0.5
 
@@ -120,6 +124,11 @@ class Supervisor:
                 self.notifier.tick(self.clock())
                 if not self.phase.final:
                     self._wait(self._timeout(self.clock()))
+        except OSError as exc:
+            self._emergency_stop()
+            if exc.errno not in DISK_FULL_ERRORS:
+                raise
+            raise self._disk_full(exc) from None
         except BaseException:
             self._emergency_stop()
             raise
@@ -199,6 +208,27 @@ class Supervisor:
                            survivors=[p.pid for p in left])
         if self.live is not None:
             self.live.popen.poll()
+
+    def _disk_full(self, exc: OSError) -> DiskFull:
+        """A write failed for want of space: the agent is stopped already; the night is marked
+        failed if session.json can still be written, else the last state written stands (a
+        restart resumes from it)."""
+        where = exc.filename or self.layout.root
+        reason = f"disk full: cannot write {where} ({exc.strerror})"
+        last = self.session.last_attempt()
+        if self.live is not None and last is not None and last.outcome is None:
+            last.outcome, last.ended_at, last.detail = "stopped", timeparse.iso(self.now()), reason
+        try:
+            state.transition(self.session, Phase.FAILED, reason)
+            self.session.note("night.failed", timeparse.iso(self.now()), reason=reason)
+            self._save()
+            kept = "the night is marked failed in session.json"
+        except OSError:
+            kept = "session.json keeps the last state written"
+        self.log.error("night.disk_full", error=reason, state=kept)
+        return DiskFull(f"{reason}; the agent was stopped and {kept}; free space under "
+                        f"{self.state_path.parent} and run again before {self.session.deadline} "
+                        "to resume the night")
 
     def _on_signal(self, signum: int) -> Optional[Step]:
         """A signal the handlers queued (see `signals`): here the loop acts on it."""
@@ -322,6 +352,7 @@ class Supervisor:
             session.fresh_starts += 1
             session.thread_id = None
         kind = "start" if fresh else "resume"
+        self.chronicle.repair_worktrees()   # deleted by hand since the last attempt?
         text, prompt_kind = self._prompt(kind)
         messages = tell.told(self.layout)[session.messages_delivered:]
         text = tell.with_messages(text, messages)
@@ -372,6 +403,10 @@ class Supervisor:
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
         if removed:
             self.log.info("worktree.stubs_removed", names=list(removed))
+        locks = [lock for tree in (self.session.session_worktree, self.session.ops_journal_worktree)
+                 for lock in gitops.clear_stale_locks(Path(tree), min_age=1.0)]
+        if locks:  # a git of the agent's killed mid-commit: the next one would fail on them
+            self.log.warning("git.stale_locks_removed", paths=locks)
         self.guard_pending = attempt.number
         self.log.info("attempt.ended", attempt=attempt.number, outcome=outcome.kind,
                       detail=outcome.detail, exit_code=view.returncode, thread_id=view.thread_id)

@@ -1,31 +1,36 @@
 """Converters for durations and clock times, and the pure arithmetic of a night.
 
 Owns: parsing `30s`/`10m`/`1h30m`/`HH:MM`, computing deadlines, wrap-up times and night
-windows from a given `now`, and showing recorded times to a reader (local clock, durations). Must not: read the clock itself (callers pass `now`), touch files.
+windows from a given `now`, and showing recorded times to a reader (local clock, durations);
+`local_now`, the one reading of the wall clock (a fault-injection test may move it). Must not:
+read the clock anywhere else (the arithmetic takes `now`), or touch files.
 Every converter raises ValueError whose text says what was expected.
 """
 import datetime as dt
 import re
 from typing import Optional
 
+from . import faults
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_HINT = "a duration like 45s, 10m, 1h30m or a number of seconds"
+LONGEST_DURATION = 365 * 86400.0   # longer is a typo, and soon past what a date can be moved by
 
 
 def parse_duration(value) -> float:
-    """Seconds in `value`: a non-negative number, or units like 1h30m, 10m, 2.5s, 500ms."""
+    """Seconds in `value`: a non-negative number, or units like 1h30m, 10m, 2.5s, 500ms; at most a year."""
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HINT}")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"expected {DURATION_HINT}, not a negative number")
-        return float(value)
+        return _at_most_a_year(value, value)
     if not isinstance(value, str):
         raise ValueError(f"expected {DURATION_HINT}")
     text = value.strip().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+        return _at_most_a_year(float(text), value)
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
@@ -34,7 +39,15 @@ def parse_duration(value) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not {DURATION_HINT}")
-    return total
+    return _at_most_a_year(total, value)
+
+
+def _at_most_a_year(seconds, value) -> float:
+    """`seconds` as a float, refused when NaN, infinite (400 digits) or longer than a year: a night
+    adds durations to dates, and `.inf` or `1e12` seconds would crash it there."""
+    if not 0 <= seconds <= LONGEST_DURATION:
+        raise ValueError(f"{value!r} is not {DURATION_HINT} of at most 365d")
+    return float(seconds)
 
 
 def parse_clock(value) -> dt.time:
@@ -75,7 +88,9 @@ def in_night_window(now: dt.datetime, start: dt.time, end: dt.time) -> bool:
 
 
 def local_now() -> dt.datetime:
-    return dt.datetime.now().astimezone()
+    now = dt.datetime.now().astimezone()
+    skew = faults.clock_skew()   # 0 outside the fault-injection tests
+    return now + dt.timedelta(seconds=skew) if skew else now
 
 
 def _localize(naive: dt.datetime) -> dt.datetime:
@@ -103,9 +118,10 @@ def moment(value) -> Optional[dt.datetime]:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return parse_iso(value.replace("Z", "+00:00"))
+        when = parse_iso(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return when if 1 < when.year < 9999 else None  # else another zone's clock is off the calendar
 
 
 def local_clock(value, fmt: str = "%H:%M:%S", missing: str = "–") -> str:

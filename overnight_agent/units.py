@@ -15,8 +15,8 @@ Why each service setting:
 - `WatchdogSec=`: the main loop pings every pass; a loop stuck longer is killed (SIGABRT) and
   restarted, and the restart resumes the same thread. It must outlast the longest blocking step
   of a pass (a checkpoint commit on a large repository): minutes, not seconds.
-- `Restart=on-failure` but `RestartPreventExitStatus=75 78`: a held lock or a bad config is
-  not fixed by trying again (see docs/exit-codes.md).
+- `Restart=on-failure` but `RestartPreventExitStatus=74 75 78`: a full disk, a held lock or a
+  bad config is not fixed by trying again (see docs/exit-codes.md).
 - `KillMode=control-group`: `systemctl --user stop` reaches every process of the night, a
   setsid'd grandchild of the agent included; `TimeoutStopSec=` outlasts our own escalation
   (SIGINT grace + SIGTERM grace + SIGKILL grace) so systemd's SIGKILL is the last resort.
@@ -160,8 +160,9 @@ EnvironmentFile=-{environment_file}
 WatchdogSec={watchdog}
 Restart=on-failure
 RestartSec={restart_sec}
-# 75: another supervisor holds the lock; 78: a config or state error. Restarting fixes neither.
-RestartPreventExitStatus=75 78
+# 74: run_root's disk is full; 75: another supervisor holds the lock; 78: a config or state
+# error. Restarting fixes none of them.
+RestartPreventExitStatus=74 75 78
 {restart_mode}# Setup (stopping leftovers, worktrees) happens before READY=1.
 TimeoutStartSec=5min
 KillMode=control-group
@@ -260,7 +261,7 @@ def launchd_plist(*, label: str, argv: List[str], log_path: str, path: str, star
     """A LaunchAgent (~/Library/LaunchAgents/<label>.plist): `run` in the foreground at start_at.
 
     No daemonizing: launchd tracks the process it started. KeepAlive on unsuccessful exit
-    restarts a crashed night (launchd cannot be told to spare 75 and 78: under launchd `run`
+    restarts a crashed night (launchd cannot be told to spare 74, 75 and 78: under launchd `run`
     exits 0 after printing them, see docs/exit-codes.md). ExitTimeOut: SIGTERM to SIGKILL.
     """
     hours, minutes = (int(p) for p in start_at.split(":"))

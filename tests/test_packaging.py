@@ -92,7 +92,7 @@ def test_the_service_settings_the_night_relies_on():
     service = unit_settings(rendered[units.SERVICE])
     expected = {"Type": ["notify"], "NotifyAccess": ["main"], "Restart": ["on-failure"],
                 "KillMode": ["control-group"], "OnFailure": [units.FAILED],
-                "RestartPreventExitStatus": [f"{exitcodes.LOCKED} {exitcodes.CONFIG}"],
+                "RestartPreventExitStatus": [f"{exitcodes.DISK_FULL} {exitcodes.LOCKED} {exitcodes.CONFIG}"],
                 "WatchdogSec": ["5min"]}
     for key, value in expected.items():
         assert service[key] == value, key

@@ -167,7 +167,8 @@ def test_the_unit_stays_activating_until_ready(lab, tmp_path):
     lab.systemctl("daemon-reload")
     rig.start()
     lab.wait_state(SERVICE, "active")
-    session = rig.session()  # the same night, resumed; its first attempt
+    # The same night, resumed; its first attempt (READY=1 comes as the loop starts, just before it)
+    session = helpers.wait_session(rig.base, lambda s: s["attempts"], what="the first attempt")
     assert session["restarts"] == 1 and [a["kind"] for a in session["attempts"]] == ["start"]
     status = helpers.wait_for(lambda: lab.show(SERVICE, "StatusText")["StatusText"].startswith(
         "running attempt 1"), what="STATUS= of the first attempt")

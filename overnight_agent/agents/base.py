@@ -61,6 +61,7 @@ UNKNOWN_THREAD = "unknown_thread"        # resume of a thread the CLI does not k
 THREAD_BUSY = "thread_busy"              # another live process still writes the thread
 THREAD_MISMATCH = "thread_mismatch"      # a resume printed another thread id than asked
 CRASHED_BEFORE_THREAD = "crashed_before_thread"  # died before announcing a thread
+NOT_STARTED = "not_started"              # could not be started (binary missing, not executable)
 EXITED_EARLY = "exited_early"            # exit 0 without a completed turn
 CRASHED = "crashed"                      # non-zero exit after the thread started
 KILLED = "killed"                        # died by a signal we did not send

@@ -54,6 +54,12 @@ def test_resume_or_fresh():
     dying = _history(("resume", 1, base.CRASHED_BEFORE_THREAD), ("resume", 1, base.CRASHED_BEFORE_THREAD))
     assert policy.next_attempt("t1", dying, resume_failures_before_fresh=2).fresh
     assert not policy.next_attempt("t1", dying[:1], resume_failures_before_fresh=2).fresh
+    # A CLI that could not be started at all (its binary gone) says nothing about the thread.
+    missing = _history(*[("resume", 0, base.NOT_STARTED)] * 5)
+    assert not policy.next_attempt("t1", missing, resume_failures_before_fresh=2).fresh
+    mixed = _history(("resume", 1, base.CRASHED_BEFORE_THREAD), ("resume", 0, base.NOT_STARTED),
+                     ("resume", 1, base.CRASHED_BEFORE_THREAD))
+    assert policy.next_attempt("t1", mixed, resume_failures_before_fresh=2).fresh
 
 
 def backend(**kw):

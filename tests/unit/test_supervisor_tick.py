@@ -384,11 +384,11 @@ def test_a_signal_in_the_backoff_stops_the_night_and_one_while_running_stops_the
     assert other.processes.last.received == [signal.SIGINT, signal.SIGKILL]
 
 
-def test_a_spawn_that_fails_is_an_attempt_that_crashed_before_its_thread(tmp_path):
+def test_a_spawn_that_fails_is_an_attempt_that_never_started(tmp_path):
     rig = Rig(tmp_path).start()
     rig.processes.fail_spawn = True
     assert rig.tick() == Phase.BACKOFF
-    assert rig.outcomes() == [base.CRASHED_BEFORE_THREAD]
+    assert rig.outcomes() == [base.NOT_STARTED]
     assert "cannot start fake-agent: No such file or directory" in rig.session.attempts[0].detail
     assert rig.phases == [Phase.BACKOFF]
 
