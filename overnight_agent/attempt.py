@@ -28,7 +28,7 @@ class Plan:
     kind: str                    # "start" | "resume"
     prompt_kind: str             # "boot" | "resume" | "wrap_up"
     argv: List[str]
-    thread_id: Optional[str]     # the thread a resume asks for
+    thread_id: Optional[str]     # the thread a resume asks for, or a start names (picks_thread_id)
     started_at: str              # ISO time
 
 

@@ -160,6 +160,44 @@ class CodexConfig:
 
 
 @dataclass(frozen=True)
+class ClaudeConfig:
+    """agent: claude (Claude Code, pinned 2.1.328): docs/claude-code.md."""
+    bin: str = setting(_string, "claude", "the Claude Code CLI executable (name on PATH or a path)")
+    home: Optional[str] = setting(
+        _optional_string, None, "CLAUDE_CONFIG_DIR for the agent; default <run_root>/claude_home")
+    model: str = setting(_string, "claude-opus-5-5", "model pinned on every start and resume (--model)")
+    effort: Optional[str] = setting(
+        _optional_string, None, "reasoning effort pinned on every start and resume (--effort); "
+        "default: the CLI's own")
+    permission_mode: str = setting(
+        _one_of("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions"), "acceptEdits",
+        "--permission-mode on every call (not stored with a session); bypassPermissions is refused "
+        "by the CLI as root")
+    allowed_tools: List[str] = setting(
+        _string_list, ["Bash", "Edit", "Write", "Read", "Glob", "Grep"],
+        "--allowedTools on every call: what the agent may use without asking")
+    extra_args: List[str] = setting(_string_list, [], "extra arguments passed to claude on every call")
+    env_passthrough: List[str] = setting(
+        _string_list, [], "extra environment variables passed to claude (besides PATH, HOME, locale "
+        "and ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL)")
+
+
+@dataclass(frozen=True)
+class GeminiConfig:
+    """agent: gemini (Gemini CLI, pinned 0.61.0): docs/gemini-cli.md."""
+    bin: str = setting(_string, "gemini", "the Gemini CLI executable (name on PATH or a path)")
+    home: Optional[str] = setting(
+        _optional_string, None, "the Gemini CLI's home for the agent; default <run_root>/gemini_home")
+    model: str = setting(_string, "gemini-2.5-pro", "model pinned on every start and resume (-m)")
+    approval_mode: str = setting(
+        _one_of("default", "auto_edit", "yolo"), "yolo", "--approval-mode on every call")
+    extra_args: List[str] = setting(_string_list, [], "extra arguments passed to gemini on every call")
+    env_passthrough: List[str] = setting(
+        _string_list, [], "extra environment variables passed to gemini (besides PATH, locale and "
+        "GEMINI_API_KEY, GOOGLE_API_KEY, GOOGLE_GEMINI_BASE_URL)")
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     deadline: str = setting(_clock, "05:00", "local time the night ends (HH:MM)")
     window_start: str = setting(
@@ -242,8 +280,11 @@ class CommandAgentConfig:
         "agent: command: argv of a restart (default: argv again)")
 
 
+AGENT_KINDS = ("codex", "claude", "gemini", "command")
+
+
 def _agent_kind(value):
-    return _one_of("codex", "command")(value)
+    return _one_of(*AGENT_KINDS)(value)
 
 
 def _clip(text: str, limit: int = 300) -> str:
@@ -470,6 +511,36 @@ class LogsConfig:
         "at full speed; secrets it prints are then kept)")
 
 
+def _publish_branches(value):
+    pattern = _glob(value)
+    if not pattern.startswith("overnight/"):
+        raise ValueError(f"{pattern!r} lies outside overnight/; only a night's overnight/* branches are "
+                         "ever published")
+    return pattern
+
+
+def _optional_remote(value):
+    value = _optional_string(value)
+    if value is not None and (value.startswith("-") or any(c.isspace() for c in value)):
+        raise ValueError(f"{_plain(value, 80)} is not a remote; expected a remote's name or a URL")
+    return value
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    enabled: bool = setting(
+        _boolean, False, "at the end of a night, push its overnight/* branches and the ops-journal branch "
+        "to `remote` (never force, never another ref); off by default")
+    remote: Optional[str] = setting(
+        _optional_remote, None, "where to push: a remote of the repository (its name) or a URL; "
+        "credentials in a URL are never logged")
+    branches: str = setting(
+        _publish_branches, "overnight/*", "which of the night's own branches to push (a glob under "
+        "overnight/; the ops-journal branch always goes)")
+    timeout: float = setting(
+        timeparse.parse_duration, "5m", "how long the push may take before it is stopped (recorded as failed)")
+
+
 @dataclass(frozen=True)
 class Config:
     version: int = setting(_version, dataclasses.MISSING, "schema version; must be 2")
@@ -480,16 +551,20 @@ class Config:
     stop: StopConfig = StopConfig()
     liveness: LivenessConfig = LivenessConfig()
     budget: BudgetConfig = BudgetConfig()
-    agent: str = setting(_agent_kind, "codex", "which agent CLI to supervise: codex, or command (any argv)")
+    agent: str = setting(_agent_kind, "codex",
+                         "which agent CLI to supervise: codex, claude, gemini, or command (any argv)")
+    claude: ClaudeConfig = ClaudeConfig()
+    gemini: GeminiConfig = GeminiConfig()
     command: CommandAgentConfig = CommandAgentConfig()
     validation: ValidationConfig = ValidationConfig()
     guard: GuardConfig = GuardConfig()
     notify: NotifyConfig = NotifyConfig()
     retention: RetentionConfig = RetentionConfig()
     logs: LogsConfig = LogsConfig()
+    publish: PublishConfig = PublishConfig()
 
 
-SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ScheduleConfig, RestartConfig, StopConfig,
+SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ClaudeConfig, GeminiConfig, ScheduleConfig, RestartConfig, StopConfig,
                  LivenessConfig, BudgetConfig, CommandAgentConfig, ValidationConfig, GuardConfig,
                  NotifyConfig, RetentionConfig)
 
@@ -505,12 +580,34 @@ class Paths:
     session_worktree_root: Path
     ops_journal_worktree: Path
     codex_home: Path
+    agent_home: Path        # the supervised CLI's own state folder (codex: codex_home)
 
     def run_dir(self, run_id: str) -> Path:
         return self.run_root / "runs" / run_id
 
     def run(self, run_id: str) -> RunLayout:
         return RunLayout(self.run_dir(run_id))
+
+
+@dataclass(frozen=True)
+class AgentKeys:
+    """Which keys of which section configure an agent CLI (None: it has no such key)."""
+
+    section: str
+    product: str
+    binary: Optional[str]
+    home: Optional[str]
+    model: Optional[str]
+    effort: Optional[str]
+
+
+AGENT_KEYS = {
+    "codex": AgentKeys("codex", "the Codex CLI", "codex_bin", "codex_home", "model", "model_reasoning_effort"),
+    "claude": AgentKeys("claude", "Claude Code", "bin", "home", "model", "effort"),
+    "gemini": AgentKeys("gemini", "the Gemini CLI", "bin", "home", "model", None),
+    # agent: command runs any argv; it keeps the codex section's model for the record.
+    "command": AgentKeys("codex", "the agent", None, "codex_home", "model", "model_reasoning_effort"),
+}
 
 
 @dataclass(frozen=True)
@@ -523,24 +620,38 @@ class Loaded:
     def sandbox(self) -> str:
         return self.config.codex.sandbox or "workspace-write"
 
+    @property
+    def agent_keys(self) -> "AgentKeys":
+        """Where the configured agent's binary, home, model and effort are set."""
+        return AGENT_KEYS[self.config.agent]
+
+    def agent_model(self) -> Tuple[str, str]:
+        """The model and reasoning effort pinned for the night ("" where the CLI has none)."""
+        keys = self.agent_keys
+        section = getattr(self.config, keys.section)
+        return getattr(section, keys.model), (getattr(section, keys.effort) or "") if keys.effort else ""
+
     def agent_binary(self, search_path: Optional[str] = None, whose: str = "this process's") -> Optional[str]:
-        """The agent CLI to run (None for `agent: command`, whose argv says it all):
-        `codex.codex_bin` as a path (relative to the repository root; it must be an executable
-        file), or a name looked up on `search_path` (default: this process's PATH)."""
-        if self.config.agent != "codex":
+        """The agent CLI to run (None for `agent: command`, whose argv says it all): the
+        section's binary key (`codex.codex_bin`, `claude.bin`, `gemini.bin`) as a path (relative
+        to the repository root; it must be an executable file), or a name looked up on
+        `search_path` (default: this process's PATH)."""
+        keys = self.agent_keys
+        if keys.binary is None:
             return None
-        name = self.config.codex.codex_bin
+        name = getattr(getattr(self.config, keys.section), keys.binary)
+        key, source = f"{keys.section}.{keys.binary}", self.source or "<defaults>"
         if os.sep in name:
             found = resolve_path(self.paths.repo_root, name)
             if not (found.is_file() and os.access(found, os.X_OK)):
-                raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {_plain(str(found))} "
-                                  "is not an executable file; install the Codex CLI or fix the path")
+                raise ConfigError(f"{source}: {key}: {_plain(str(found))} is not an executable file; "
+                                  f"install {keys.product} or fix the path")
             return str(found)
         found_on_path = shutil.which(name, path=search_path)
         if found_on_path is None:
-            raise ConfigError(f"{self.source or '<defaults>'}: codex.codex_bin: {_clip(repr(name), 80)} is not "
-                              f"on {whose} PATH{f' ({search_path})' if search_path else ''}; install the Codex "
-                              "CLI or set codex.codex_bin to its path")
+            raise ConfigError(f"{source}: {key}: {_clip(repr(name), 80)} is not on {whose} PATH"
+                              f"{f' ({search_path})' if search_path else ''}; install {keys.product} or "
+                              f"set {key} to its path")
         return found_on_path
 
 
@@ -591,6 +702,9 @@ def _check_coherence(cfg: Config, source: str) -> None:
                           "e.g. [my-agent, --prompt, '{prompt}']")
     if cfg.restart.backoff_max < cfg.restart.backoff_initial:
         raise ConfigError(f"{source}: restart.backoff_max: must not be below restart.backoff_initial")
+    if cfg.publish.enabled and cfg.publish.remote is None:
+        raise ConfigError(f"{source}: publish.remote: missing; `publish.enabled: true` needs the remote "
+                          "to push to (a remote's name or a URL)")
     if cfg.repo.ops_journal_branch == cfg.repo.base_branch:
         raise ConfigError(
             f"{source}: repo.ops_journal_branch: must differ from repo.base_branch "
@@ -675,6 +789,8 @@ def resolve_path(repo_root: Path, text: str) -> Path:
 def resolve_paths(cfg: Config, repo_root: Path) -> Paths:
     repo = cfg.repo
     run_root = resolve_path(repo_root, repo.run_root)
+    codex_home = (resolve_path(repo_root, cfg.codex.codex_home) if cfg.codex.codex_home
+                  else run_root / "codex_home")
     return Paths(
         repo_root=repo_root,
         run_root=run_root,
@@ -683,9 +799,17 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Paths:
         lock_file=run_root / "overnight-agent.lock",
         session_worktree_root=resolve_path(repo_root, repo.session_worktree_root),
         ops_journal_worktree=resolve_path(repo_root, repo.ops_journal_worktree),
-        codex_home=(resolve_path(repo_root, cfg.codex.codex_home) if cfg.codex.codex_home
-                    else run_root / "codex_home"),
+        codex_home=codex_home,
+        agent_home=_agent_home(cfg, repo_root, run_root) or codex_home,
     )
+
+
+def _agent_home(cfg: Config, repo_root: Path, run_root: Path) -> Optional[Path]:
+    """The home of a CLI that is not codex (claude.home, gemini.home), None for codex and command."""
+    if cfg.agent not in ("claude", "gemini"):
+        return None
+    value = getattr(cfg, cfg.agent).home
+    return resolve_path(repo_root, value) if value else run_root / f"{cfg.agent}_home"
 
 
 def load(config_path: Optional[Path], repo_root: Path) -> Loaded:

@@ -103,6 +103,7 @@ def run(request: RunRequest, log=None, loaded: Optional[config.Loaded] = None) -
             if session.state in (state.FINISHED, state.FAILED):
                 _write_report(loaded, session, layout, log)
                 faults.point("shutdown.reported")
+                _publish(loaded, session, log)
             return NightResult(session, code)
         finally:
             logs.tee.close()
@@ -182,6 +183,8 @@ def _close(loaded: config.Loaded, old: state.Session, now: dt.datetime, log) -> 
             log.warning("night.closed", run_id=old.run_id, state=str(final), reason=reason)
         if old.state in (state.FINISHED, state.FAILED) and worktrees_exist(old) and not _reported(old):
             _write_report(loaded, old, paths.run(old.run_id), log)
+        if old.state in (state.FINISHED, state.FAILED) and worktrees_exist(old):
+            _publish(loaded, old, log, only_if_pending=True)   # its supervisor did not, or failed to
     finally:
         logs.tee.close()
 
@@ -212,6 +215,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
         raise ConfigError("--hours: the deadline must lie in the future")
     wrap_up = max(now, deadline - dt.timedelta(seconds=cfg.schedule.wrap_up))
     run_id = new_run_id(now)
+    model, effort = loaded.agent_model()
     session = state.Session(
         run_id=run_id, repo_root=str(repo), deadline=timeparse.iso(deadline),
         wrap_up_at=timeparse.iso(wrap_up),
@@ -220,7 +224,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
         ops_journal_worktree=str(paths.ops_journal_worktree),
         ops_journal_branch=cfg.repo.ops_journal_branch,
         base_branch=cfg.repo.base_branch, base_commit=gitops.rev(repo, cfg.repo.base_branch),
-        agent=cfg.agent, model=cfg.codex.model, model_reasoning_effort=cfg.codex.model_reasoning_effort,
+        agent=cfg.agent, model=model, model_reasoning_effort=effort,
         sandbox=loaded.sandbox, created_at=timeparse.iso(now), supervisor_pid=os.getpid(),
         tag=tag_prefix(paths) + run_id,
         exec_summary_log=str(paths.ops_journal_worktree / cfg.repo.exec_summary_log),
@@ -255,6 +259,21 @@ def _write_report(loaded: config.Loaded, session: state.Session, layout: state.R
         log.info("report.written", markdown=str(md), html=str(html), commit=sha)
     except (OvernightError, OSError) as exc:
         log.error("report.failed", error=str(exc))
+
+
+def _publish(loaded: config.Loaded, session: state.Session, log, only_if_pending: bool = False) -> None:
+    """The opt-in push of the night's branches and ops journal (`publish`), once the report is
+    committed; its outcome noted in session.json. Never fatal: the work stays on the local branches.
+    `only_if_pending`: not again when a push of this night has succeeded (a night closed by its
+    successor)."""
+    from . import publish  # late: only a night that publishes needs it
+    if not loaded.config.publish.enabled or (only_if_pending and not publish.pending(session)):
+        return
+    publish.publish(loaded.config.publish, session, log)
+    try:
+        state.save(loaded.paths.session_state, session)
+    except OSError as exc:
+        log.error("publish.unrecorded", error=str(exc))
 
 
 def _archive(paths: config.Paths, old: state.Session, log) -> None:
@@ -302,9 +321,12 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
 
 
 def _writable_home(loaded: config.Loaded) -> None:
-    """codex keeps its sessions in codex_home: one it cannot write loses every thread, so the
-    night does not start (a clear error, before any agent runs)."""
-    home = loaded.paths.codex_home
+    """The agent CLI keeps its sessions in its home (codex_home, claude.home, gemini.home): one
+    it cannot write loses every thread, so the night does not start (a clear error, before any
+    agent runs)."""
+    home = loaded.paths.agent_home
+    keys = loaded.agent_keys
+    key = f"{keys.section}.{keys.home}"
     try:
         home.mkdir(parents=True, exist_ok=True)
         if home.stat().st_mode & 0o777 != 0o700:
@@ -313,8 +335,8 @@ def _writable_home(loaded: config.Loaded) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{loaded.source or '<defaults>'}: codex.codex_home: {home} is not writable "
-                          f"({exc.strerror}); make it writable by this user or point codex.codex_home "
+        raise ConfigError(f"{loaded.source or '<defaults>'}: {key}: {home} is not writable "
+                          f"({exc.strerror}); make it writable by this user or point {key} "
                           "elsewhere") from None
 
 
@@ -327,7 +349,8 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
                 gitops.worktree_git_dir(Path(session.ops_journal_worktree)), layout.agent_dir]
     heartbeat = Path(session.heartbeat_file)
     backend = agents.create(cfg.agent, cfg, agents.NightFacts(
-        run_id=session.run_id, worktree=worktree, heartbeat=heartbeat, state_home=paths.codex_home,
+        run_id=session.run_id, worktree=worktree, run_dir=layout.root, heartbeat=heartbeat,
+        state_home=paths.agent_home,
         binary=loaded.agent_binary(), model=session.model, effort=session.model_reasoning_effort,
         sandbox=session.sandbox, writable_roots=tuple(_unique(writable))))
     env = backend.environment(dict(os.environ))

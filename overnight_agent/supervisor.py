@@ -267,7 +267,7 @@ class Supervisor:
         if self.now() >= self.session.deadline_dt:
             return Step(Phase.STOPPING, StopReason.DEADLINE.value)
         view = live.view
-        if view.kind == "resume" and view.thread_id and view.thread_id != view.expected_thread:
+        if view.expected_thread and view.thread_id and view.thread_id != view.expected_thread:
             self.log.warning("resume.thread_mismatch", expected=view.expected_thread, got=view.thread_id)
             return Step(Phase.STOPPING, StopReason.THREAD_MISMATCH.value)
         if now >= live.sampler.next_sample or now >= live.liveness.due():
@@ -352,14 +352,19 @@ class Supervisor:
             session.fresh_starts += 1
             session.thread_id = None
         kind = "start" if fresh else "resume"
+        if fresh and self.backend.capabilities.picks_thread_id:
+            # Named before it exists, and saved before the spawn: a supervisor killed from here on
+            # resumes this conversation, and no second process is ever started on it.
+            session.thread_id = self.backend.new_thread_id()
+            self._save(label="thread")
         self.chronicle.repair_worktrees()   # deleted by hand since the last attempt?
         text, prompt_kind = self._prompt(kind)
         messages = tell.told(self.layout)[session.messages_delivered:]
         text = tell.with_messages(text, messages)
         plan = Plan(number=len(session.attempts) + 1, kind=kind, prompt_kind=prompt_kind,
-                    argv=(self.backend.start_argv(text) if fresh
+                    argv=(self.backend.start_argv(text, session.thread_id) if fresh
                           else self.backend.resume_argv(session.thread_id, text)),
-                    thread_id=session.thread_id if kind == "resume" else None,
+                    thread_id=session.thread_id,
                     started_at=timeparse.iso(self.now()))
         try:
             self.live = LiveAttempt.spawn(
@@ -478,7 +483,7 @@ class Supervisor:
         live.observe(event, self.clock())
         number = live.record.number
         if event.kind == "thread_started" and event.thread_id:
-            if live.view.kind == "start" or event.thread_id == live.view.expected_thread:
+            if live.view.expected_thread in (None, event.thread_id):
                 self.session.thread_id = live.record.thread_id = event.thread_id
                 self._save(label="thread")  # the thread id makes a restart resumable: keep it at once
                 self.log.info("thread.started", thread_id=event.thread_id, attempt=number)

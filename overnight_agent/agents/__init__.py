@@ -20,8 +20,9 @@ class NightFacts:
 
     run_id: str
     worktree: Path
+    run_dir: Path                  # the run's folder (a per-run TMPDIR goes in run_dir / "tmp")
     heartbeat: Path
-    state_home: Path               # the CLI's own state folder (codex: CODEX_HOME), mode 0700
+    state_home: Path               # the CLI's own state folder (CODEX_HOME, CLAUDE_CONFIG_DIR, ...), mode 0700
     binary: Optional[str]          # the CLI executable, resolved (None: the argv names it)
     model: str
     effort: str

@@ -8,7 +8,7 @@ Must not: run processes or touch state; backends are pure apart from reading the
 session store.
 
 Each CLI differs (exit codes, signals, resume, where sessions live), so everything CLI-specific
-sits behind this seam: Codex now, Claude Code and Gemini CLI later. The supervisor asks a
+sits behind this seam: Codex, Claude Code, Gemini CLI and any argv (`command`). The supervisor asks a
 backend's capabilities, never its class.
 """
 import enum
@@ -49,6 +49,9 @@ class Capabilities:
 
     threads: bool         # one conversation, resumed by id (and found in the CLI's session store)
     event_stream: bool    # stdout is machine-readable events, one per line
+    # The supervisor names the conversation before a fresh start (`new_thread_id`, passed to
+    # `start_argv`): claude --session-id, gemini --session-id. Codex names its own thread.
+    picks_thread_id: bool = False
 
 # Outcome kinds: how an attempt ended. Stable strings: they are stored in session.json.
 COMPLETED = "completed"                  # the turn completed normally
@@ -140,7 +143,9 @@ class Backend(Protocol):
     name: str
     capabilities: Capabilities
 
-    def start_argv(self, prompt: str) -> List[str]: ...
+    def new_thread_id(self) -> Optional[str]: ...
+
+    def start_argv(self, prompt: str, thread_id: Optional[str] = None) -> List[str]: ...
 
     def resume_argv(self, thread_id: str, prompt: str) -> List[str]: ...
 

@@ -65,7 +65,10 @@ class CodexBackend:
             args += ["-c", override]
         return args
 
-    def start_argv(self, prompt: str) -> List[str]:
+    def new_thread_id(self) -> Optional[str]:
+        return None  # codex names its thread in thread.started
+
+    def start_argv(self, prompt: str, thread_id: Optional[str] = None) -> List[str]:
         return [self.codex_bin, "exec", "--json", "--sandbox", self.sandbox, *self._pinned(), prompt]
 
     def resume_argv(self, thread_id: str, prompt: str) -> List[str]:

@@ -37,7 +37,10 @@ class CommandBackend:
         values = {**self.values, "prompt": prompt}
         return [_format(part, values) for part in template]
 
-    def start_argv(self, prompt: str) -> List[str]:
+    def new_thread_id(self) -> Optional[str]:
+        return None  # no threads
+
+    def start_argv(self, prompt: str, thread_id: Optional[str] = None) -> List[str]:
         return self._fill(self.argv, prompt)
 
     def resume_argv(self, thread_id: Optional[str], prompt: str) -> List[str]:

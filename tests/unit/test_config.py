@@ -62,7 +62,7 @@ BAD = [
     ("repo:\n  base_branch: main\n", "x.yaml: version: missing; add `version:`"),
     ("version: 3\n", "x.yaml: version: 3 is not supported; expected 2"),
     ("version: 2\nrepo:\n  bogus: 1\n", "x.yaml: repo.bogus: unknown key; expected one of base_branch,"),
-    ("version: 2\ncolour: blue\n", "x.yaml: colour: unknown key; expected one of agent, budget, codex,"),
+    ("version: 2\ncolour: blue\n", "x.yaml: colour: unknown key; expected one of agent, budget, claude, codex,"),
     ("version: 2\ncodex:\n  model_reasoning_effort: extreme\n",
      "x.yaml: codex.model_reasoning_effort: 'extreme' is not allowed; expected one of none, minimal, low, medium, high, xhigh"),
     ("version: 2\ncodex:\n  sandbox: yolo\n", "x.yaml: codex.sandbox: 'yolo' is not allowed; expected one of read-only,"),

@@ -108,14 +108,21 @@ class FakeBackend:
     `command end`; anything else is output that is not an event."""
 
     name = "fake"
-    capabilities = Capabilities(threads=True, event_stream=True)
 
-    def __init__(self):
+    def __init__(self, picks_thread_id: bool = False):
         self.calls: List[tuple] = []
+        self.capabilities = Capabilities(threads=True, event_stream=True, picks_thread_id=picks_thread_id)
+        self.picked = 0
 
-    def start_argv(self, prompt: str) -> List[str]:
-        self.calls.append(("start", None, prompt))
-        return ["fake-agent", "start", prompt]
+    def new_thread_id(self) -> Optional[str]:
+        if not self.capabilities.picks_thread_id:
+            return None
+        self.picked += 1
+        return f"picked-{self.picked}"
+
+    def start_argv(self, prompt: str, thread_id: Optional[str] = None) -> List[str]:
+        self.calls.append(("start", thread_id, prompt))
+        return ["fake-agent", "start", *([thread_id] if thread_id else []), prompt]
 
     def resume_argv(self, thread_id: str, prompt: str) -> List[str]:
         self.calls.append(("resume", thread_id, prompt))
@@ -179,10 +186,10 @@ class Log:
 
 class Rig:
     def __init__(self, tmp_path: Path, *, hours: float = 8.0, wrap_up: float = 1800.0,
-                 processes: Optional[FakeProcesses] = None, **settings):
+                 processes: Optional[FakeProcesses] = None, picks_thread_id: bool = False, **settings):
         self.clock = FakeClock()
         self.processes = processes or FakeProcesses()
-        self.backend = FakeBackend()
+        self.backend = FakeBackend(picks_thread_id)
         self.log = Log()
         worktree = tmp_path / "worktree"
         worktree.mkdir()
@@ -391,6 +398,35 @@ def test_a_spawn_that_fails_is_an_attempt_that_never_started(tmp_path):
     assert rig.outcomes() == [base.NOT_STARTED]
     assert "cannot start fake-agent: No such file or directory" in rig.session.attempts[0].detail
     assert rig.phases == [Phase.BACKOFF]
+
+
+def test_a_backend_that_names_its_thread_gets_the_name_saved_before_the_spawn_and_resumed(tmp_path):
+    """claude and gemini take --session-id: the id is in session.json before any process runs
+    (a supervisor killed right after the spawn resumes it), a crash resumes it, and a CLI that
+    announces another conversation is stopped as a mismatch."""
+    saved_at_spawn = []
+    rig = Rig(tmp_path, picks_thread_id=True)
+    spawn = rig.processes.spawn
+    rig.processes.spawn = lambda *a, **k: (saved_at_spawn.append(rig.saved()["thread_id"]), spawn(*a, **k))[1]
+    rig.start()
+    assert rig.tick() == Phase.RUNNING
+    assert saved_at_spawn == ["picked-1"]
+    assert rig.processes.last.args == ["fake-agent", "start", "picked-1", "BOOT r1"]
+    rig.say("thread picked-1")
+    rig.processes.last.exit(1)
+    assert rig.tick(0.5) == Phase.BACKOFF
+    assert rig.outcomes() == [base.CRASHED]
+    assert rig.tick(3.0) == Phase.RUNNING
+    assert rig.processes.last.args[:3] == ["fake-agent", "resume", "picked-1"]
+    rig.say("thread someone-else")
+    assert rig.tick(0.1) == Phase.STOPPING
+    rig.processes.last.exit(1)   # answers the SIGINT
+    rig.tick(0.1)
+    assert rig.outcomes()[-1] == base.THREAD_MISMATCH
+    assert rig.tick(5.0) == Phase.RUNNING   # a fresh start names a new conversation
+    assert rig.processes.last.args[:3] == ["fake-agent", "start", "picked-2"]
+    assert rig.saved()["thread_id"] == "picked-2"
+    assert_allowed(rig.phases)
 
 
 def test_every_transition_the_supervisor_makes_is_in_the_table():
