@@ -9,6 +9,7 @@ repository's config or hooks, or run anything destructive.
 import enum
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -50,21 +51,45 @@ def environment(policy: Env, base: Optional[Dict[str, str]] = None) -> Dict[str,
 
 def run(args: Sequence[str], cwd: Path, *, check: bool = True, policy: Env = Env.INHERIT,
         env: Optional[Dict[str, str]] = None, identity: Optional[Dict[str, str]] = None,
-        input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+        input: Optional[bytes] = None, timeout: Optional[float] = None) -> subprocess.CompletedProcess:
     """Run git in `cwd` (bytes in and out, stdin /dev/null unless `input`); GitError with git's
-    own last line when it fails and `check`."""
+    own last line when it fails and `check`. With `timeout` (a command that talks to another
+    machine: a push), git runs in a session of its own, and past the timeout it and everything
+    it started (ssh, a credential helper) get SIGKILL and GitError is raised, `check` or not."""
     cmd = ["git"]
     for key, value in (identity or {}).items():
         cmd += ["-c", f"user.{key}={value}"]
     cmd += list(args)
-    proc = subprocess.run(cmd, cwd=str(cwd), env=environment(policy, env), capture_output=True,
-                          **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
+    if timeout is None:
+        proc = subprocess.run(cmd, cwd=str(cwd), env=environment(policy, env), capture_output=True,
+                              **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
+    else:
+        proc = _run_bounded(cmd, cwd, environment(policy, env), input, timeout, args)
     if check and proc.returncode != 0:
         said = (proc.stderr or proc.stdout).decode("utf-8", "replace")
         lines = said.strip().splitlines()
         raise GitError(f"git {' '.join(args)} (in {cwd}): {lines[-1] if lines else proc.returncode}",
                        stderr=said)
     return proc
+
+
+def _run_bounded(cmd: List[str], cwd: Path, env: Dict[str, str], input: Optional[bytes], timeout: float,
+                 args: Sequence[str]) -> subprocess.CompletedProcess:
+    with subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                          start_new_session=True) as child:
+        try:
+            out, err = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            child.communicate()
+            verb = next((a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")),
+                        "")  # the command only: its arguments may hold a URL with credentials
+            raise GitError(f"git {verb} (in {cwd}): no answer after {timeout:g}s; stopped") from None
+    return subprocess.CompletedProcess(cmd, child.returncode, out, err)
 
 
 def git(args: Sequence[str], cwd: Path, *, check: bool = True, policy: Env = Env.INHERIT,
@@ -190,14 +215,17 @@ def registered_worktrees(repo: Path) -> Dict[Path, Optional[str]]:
     return result
 
 
-def ensure_worktree(repo: Path, path: Path, branch: str, start_point: str) -> bool:
+def ensure_worktree(repo: Path, path: Path, branch: str, start_point: str, *, agent_owned: bool = False) -> bool:
     """Make `path` a worktree on `branch` (created from `start_point` if missing).
 
-    Returns True when an existing worktree was reused. Never touches the primary tree.
+    Returns True when an existing worktree was reused. `agent_owned`: the agent works in it and
+    switches it to its work-item branches (or a detached HEAD mid-rebase), so a reused one may be
+    on any branch; it was made for this night (its path names the run). Never touches the
+    primary tree.
     """
     worktrees = registered_worktrees(repo)
     if path in worktrees and path.exists():
-        if worktrees[path] != branch:
+        if worktrees[path] != branch and not agent_owned:
             raise GitError(f"{path} is a worktree on {worktrees[path] or 'a detached HEAD'}, "
                            f"not {branch}; move it aside or change the config")
         return True

@@ -304,7 +304,7 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
             log.info("repo.excluded", pattern=pattern, file=".git/info/exclude",
                      why="runtime files inside the repository stay out of git status")
     reused = gitops.ensure_worktree(repo, Path(session.session_worktree), session.session_branch,
-                                    session.base_commit)
+                                    session.base_commit, agent_owned=True)
     log.info("worktree.ready", kind="session", path=session.session_worktree, reused=reused)
     faults.point("setup.between_worktrees")
     reused = gitops.ensure_worktree(repo, Path(session.ops_journal_worktree),
