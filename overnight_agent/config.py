@@ -193,8 +193,11 @@ class GeminiConfig:
         _one_of("default", "auto_edit", "yolo"), "yolo", "--approval-mode on every call")
     extra_args: List[str] = setting(_string_list, [], "extra arguments passed to gemini on every call")
     env_passthrough: List[str] = setting(
-        _string_list, [], "extra environment variables passed to gemini (besides PATH, locale and "
+        _string_list, [], "extra environment variables passed to gemini (besides PATH, HOME, locale and "
         "GEMINI_API_KEY, GOOGLE_API_KEY, GOOGLE_GEMINI_BASE_URL)")
+    max_attempts: int = setting(
+        _positive_int, 3, "general.maxAttempts in the CLI's settings: tries of one model request "
+        "(at most 10) before the attempt ends and the supervisor's own backoff takes over")
 
 
 @dataclass(frozen=True)

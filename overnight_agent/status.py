@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import gitops, redact, state, timeparse
+from . import gitops, publish, redact, state, timeparse
 
 LIVE_STATES = (state.STARTING, state.RUNNING, state.BACKOFF, state.STOPPING)
 SLACK = dt.timedelta(seconds=5)     # commits in the last second of a run, clock granularity
@@ -251,11 +251,13 @@ def supervisor_alive(lock_path: Path, pid: Optional[int]) -> bool:
 
 def last_evidence(session: state.Session, run_dir: Path, codex_home: Path,
                   now: dt.datetime) -> Optional[Evidence]:
-    """The newest of: the run's codex logs, the heartbeat file, the newest codex rollout."""
-    candidates: List[Tuple[str, Path]] = [("codex log", p) for p in run_dir.glob("codex_*.log")]
+    """The newest of: the run's agent logs, the heartbeat file, the newest codex rollout (the
+    other CLIs' transcripts are in their logs' stream already)."""
+    agent = session.agent or "codex"
+    candidates: List[Tuple[str, Path]] = [(f"{agent} log", p) for p in run_dir.glob(f"{agent}_*.log")]
     if session.heartbeat_file:
         candidates.append(("heartbeat", Path(session.heartbeat_file)))
-    rollout = newest_rollout(codex_home / "sessions")
+    rollout = newest_rollout(codex_home / "sessions") if agent == "codex" else None
     if rollout is not None:
         candidates.append(("rollout", rollout))
     best: Optional[Tuple[float, str, Path]] = None
@@ -541,6 +543,9 @@ def render(view: View, summary_lines: int = 5) -> str:
     for q in opened:
         out.append(f"  - [ ] {q.text}")
     out.append(f"session worktree {s.session_worktree} ({s.session_branch})")
+    published = publish.describe(s)
+    if published:
+        out.append(published)
     return redact.Redactor(os.environ).text("\n".join(out))
 
 
