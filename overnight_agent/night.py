@@ -165,6 +165,11 @@ def _close(loaded: config.Loaded, old: state.Session, now: dt.datetime, log) -> 
     paths = loaded.paths
     logs.tee.open(paths.run(old.run_id).supervisor_log)
     try:
+        if state.Phase(old.state) in state.LIVE and not worktrees_exist(old):
+            try:   # killed during setup: finish it, so that the night has its journal and report
+                _make_worktrees(paths.repo_root, old, log)
+            except gitops.GitError as exc:
+                log.error("worktree.failed", run_id=old.run_id, error=str(exc))
         if state.Phase(old.state) in state.LIVE:
             _attempt_lost(old, now)
             past = now >= old.deadline_dt
@@ -303,13 +308,7 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
         if pattern:
             log.info("repo.excluded", pattern=pattern, file=".git/info/exclude",
                      why="runtime files inside the repository stay out of git status")
-    reused = gitops.ensure_worktree(repo, Path(session.session_worktree), session.session_branch,
-                                    session.base_commit, agent_owned=True)
-    log.info("worktree.ready", kind="session", path=session.session_worktree, reused=reused)
-    faults.point("setup.between_worktrees")
-    reused = gitops.ensure_worktree(repo, Path(session.ops_journal_worktree),
-                                    session.ops_journal_branch, session.base_commit)
-    log.info("worktree.ready", kind="ops_journal", path=session.ops_journal_worktree, reused=reused)
+    _make_worktrees(repo, session, log)
     faults.point("setup.after_worktrees")
     # Every git of an earlier supervisor's is gone (leftovers were stopped): its locks are stale.
     locks = [lock for tree in (session.session_worktree, session.ops_journal_worktree)
@@ -318,6 +317,17 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
         log.warning("git.stale_locks_removed", paths=locks)
     _writable_home(loaded)
     layout.agent_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _make_worktrees(repo: Path, session: state.Session, log) -> None:
+    """The session worktree and the ops-journal worktree, made or reused (idempotent)."""
+    reused = gitops.ensure_worktree(repo, Path(session.session_worktree), session.session_branch,
+                                    session.base_commit, agent_owned=True)
+    log.info("worktree.ready", kind="session", path=session.session_worktree, reused=reused)
+    faults.point("setup.between_worktrees")
+    reused = gitops.ensure_worktree(repo, Path(session.ops_journal_worktree),
+                                    session.ops_journal_branch, session.base_commit)
+    log.info("worktree.ready", kind="ops_journal", path=session.ops_journal_worktree, reused=reused)
 
 
 def _writable_home(loaded: config.Loaded) -> None:

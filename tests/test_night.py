@@ -1,4 +1,5 @@
 """`overnight-agent run` end to end with the scripted codex: real git, processes and signals."""
+import datetime as dt
 import json
 import os
 import signal
@@ -43,7 +44,7 @@ def test_a_short_night_commits_resumes_and_finishes(night):
         [{"message": "resumed"}, {"write_file": {"path": "wip.txt", "text": "unfinished\n"}}, {"hang": True}],
     )
     before = helpers.primary_fingerprint(night.repo)
-    proc = night.start("--hours", str(5 / 3600))
+    proc = night.start("--hours", str(9 / 3600))   # room for a loaded machine: the crash comes first
     code, out, err = helpers.finish(proc, timeout=40)
     assert code == 0, err
     session = night.session()
@@ -159,6 +160,25 @@ def test_sigkill_during_setup_reuses_the_same_run_and_worktrees(night):
     worktrees = git(night.repo, "worktree", "list", "--porcelain")
     assert worktrees.count("worktree ") == 3  # primary, session, ops journal: nothing doubled
     assert Path(after["session_worktree"]).is_dir()
+
+
+def test_a_night_killed_during_setup_and_restarted_past_its_deadline_is_closed_with_its_report(night):
+    """Found by the chaos suite: killed between the two worktrees, restarted after the deadline,
+    the old night was marked finished but had no ops-journal worktree, so no report at all."""
+    night.scenario(HANG)
+    first = night.start("--hours", str(2 / 3600), env_extra={"OVERNIGHT_AGENT_FAULTS": "setup.between_worktrees"})
+    code, _, err = helpers.finish(first)
+    assert code == -signal.SIGKILL, err[-2000:]
+    old = night.session()
+    assert not Path(old["ops_journal_worktree"]).exists()
+    time.sleep(max(0.0, dt.datetime.fromisoformat(old["deadline"]).timestamp() - time.time()) + 0.2)
+    second = night.start("--hours", str(2 / 3600))
+    code, _, err = helpers.finish(second)
+    assert code == 0, err[-2000:]
+    closed = json.loads((night.run_root / "runs" / old["run_id"] / "session.json").read_text())
+    assert closed["state"] == "finished"
+    committed = git(night.repo, "ls-tree", "-r", "--name-only", "overnight/ops-journal")
+    assert f"{old['run_id']}_report.md" in committed
 
 
 def test_sigkill_right_after_spawn_recovers_the_thread_from_the_session_store(night):
