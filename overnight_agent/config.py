@@ -167,19 +167,23 @@ class ClaudeConfig:
         _optional_string, None, "CLAUDE_CONFIG_DIR for the agent; default <run_root>/claude_home")
     model: str = setting(_string, "claude-opus-5-5", "model pinned on every start and resume (--model)")
     effort: Optional[str] = setting(
-        _optional_string, None, "reasoning effort pinned on every start and resume (--effort); "
-        "default: the CLI's own")
+        lambda v: None if v is None else _one_of("low", "medium", "high", "xhigh", "max")(v), None,
+        "reasoning effort pinned on every start and resume (--effort); default: the CLI's own")
     permission_mode: str = setting(
-        _one_of("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions"), "acceptEdits",
-        "--permission-mode on every call (not stored with a session); bypassPermissions is refused "
-        "by the CLI as root")
+        _one_of("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan", "default"), "acceptEdits",
+        "--permission-mode on every call (not stored with a session, so repeated on resume); "
+        "bypassPermissions is refused by Claude Code as root unless IS_SANDBOX=1 is passed through "
+        "(never done for you): the night then ends failed at its first attempt, saying why")
     allowed_tools: List[str] = setting(
-        _string_list, ["Bash", "Edit", "Write", "Read", "Glob", "Grep"],
-        "--allowedTools on every call: what the agent may use without asking")
+        _string_list, ["Bash", "Edit", "Write", "Read"],
+        "--allowedTools on every call: what the agent may use without asking (without Bash, "
+        "its commands are denied silently: the attempt completes with the denials in its detail)")
     extra_args: List[str] = setting(_string_list, [], "extra arguments passed to claude on every call")
     env_passthrough: List[str] = setting(
         _string_list, [], "extra environment variables passed to claude (besides PATH, HOME, locale "
-        "and ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL)")
+        "and ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL); one of "
+        "CLAUDE_CODE_MAX_RETRIES, API_TIMEOUT_MS, CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS listed here "
+        "keeps its value instead of the backend's bound")
 
 
 @dataclass(frozen=True)

@@ -97,23 +97,52 @@ class Doctor:
 
     def check_agent(self) -> None:
         loaded = self.loaded
+        keys = loaded.agent_keys
+        label = keys.section if keys.binary else "agent"
         path = install.service_path(self.env)
         try:
-            codex = install.codex_for_service(loaded, path)
+            binary = install.codex_for_service(loaded, path)
         except ConfigError as exc:
-            self.add(FAIL, "codex", str(exc))
+            self.add(FAIL, label, str(exc))
             return
-        if codex is None:
-            self.add(OK, "agent", f"agent: {getattr(loaded.config, 'agent', '?')} (no codex needed)")
+        if binary is None:
+            self.add(OK, "agent", f"agent: {getattr(loaded.config, 'agent', '?')} (its argv names the program)")
             return
         try:
-            version = self.run([codex, "--version"])
+            version = self.run([binary, "--version"], env={**self.env, **_QUIET_VERSION})
         except (OSError, subprocess.SubprocessError) as exc:
-            self.add(FAIL, "codex", f"{codex} --version failed: {exc}")
+            self.add(FAIL, label, f"{binary} --version failed: {exc}")
             return
         status = OK if version.returncode == 0 else FAIL
-        self.add(status, "codex", f"{codex}: {_first_line(version)}")
-        self.check_login(codex)
+        self.add(status, label, f"{binary}: {_first_line(version)}")
+        if loaded.config.agent == "codex":
+            self.check_login(binary)
+        else:
+            self.check_provider_key(label, loaded.config.agent)
+
+    def check_provider_key(self, label: str, agent: str) -> None:
+        """claude and gemini read their API key from the environment: the service's must hold one."""
+        from .agents import claude, gemini
+        names = [n for n in {"claude": claude, "gemini": gemini}[agent].PROVIDER_VARS if not n.endswith("_URL")]
+        if agent == "claude":
+            section = self.loaded.config.claude
+            passed = {k: v for k, v in self.env.items() if k in section.env_passthrough}
+            refusal = claude.root_refusal(section.permission_mode, section.extra_args, os.geteuid(), passed)
+            if refusal:
+                self.add(FAIL, label, refusal)
+        env_file = install.environment_file(self.env)
+        in_file = install.env_file_names(env_file)
+        for name in names:
+            if name in in_file:
+                self.add(OK, f"{label} key", f"{name} is set in {env_file}")
+                return
+        for name in names:
+            if self.env.get(name):
+                where = ("" if self.manager == "launchd" or self.env.get("OVERNIGHT_AGENT_SERVICE_MANAGER")
+                         else f"; a service does not inherit it: put it in {env_file} (mode 0600)")
+                self.add(WARN if where else OK, f"{label} key", f"{name} is set in this shell{where}")
+                return
+        self.add(FAIL, f"{label} key", f"none of {', '.join(names)} is set; put the key in {env_file}")
 
     def check_login(self, codex: str) -> None:
         home = self.loaded.paths.codex_home
@@ -250,6 +279,10 @@ class Doctor:
         self.add(OK if proc.returncode == 0 else FAIL, "LaunchAgent loaded",
                  label if proc.returncode == 0 else f"{label} is not loaded; run install again")
         self.add(OK, "log", str(log_path))
+
+
+# `gemini --version` starts the whole CLI: keep it from relaunching itself and phoning home.
+_QUIET_VERSION = {"GEMINI_CLI_NO_RELAUNCH": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
 
 
 def provider_keys(codex_home: Path) -> List[str]:

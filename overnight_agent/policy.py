@@ -135,6 +135,8 @@ def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_
     if budgets.max_tokens and tokens >= budgets.max_tokens:
         return Decision(END_NIGHT, reason=f"token budget spent: {tokens} of {budgets.max_tokens}",
                         final_state=Phase.FINISHED)
+    if outcome == base.REFUSED:   # the same argv would be refused again all night: say so now
+        return Decision(END_NIGHT, reason=f"the agent refuses to start: {detail}", final_state=Phase.FAILED)
     if outcome == base.USAGE_LIMIT:
         reset = usage_reset_time(detail, now)
         if reset is None:

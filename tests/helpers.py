@@ -78,7 +78,10 @@ def write_config(path: Path, base: Path, **overrides) -> Path:
         "stop": {"sigint_grace": "1s", "sigterm_grace": "1s"},
     }
     for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:   # a top-level key (agent: claude)
+            data[section] = values
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

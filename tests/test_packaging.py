@@ -288,3 +288,32 @@ def test_doctor_checks_for_ss_where_network_evidence_comes_from(tmp_path):
     assert status == doctor.OK and detail.endswith("/ss: network evidence of life available"), detail
     [(status, detail)] = ss_check(find_ss=lambda path: None)
     assert status == doctor.WARN and "install iproute2" in detail, detail
+
+
+def test_doctor_checks_the_configured_agent_its_key_and_claudes_root_refusal(tmp_path):
+    """agent: claude or gemini: doctor runs that CLI's --version (not codex's), looks for its own
+    API key variable, and says up front that Claude Code refuses bypassPermissions to root."""
+    import os
+    from overnight_agent import doctor
+    repo = helpers.make_repo(tmp_path / "repo")
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho '2.1.328 (Claude Code)'\n")
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ANTHROPIC_API_KEY": "sk-ant-test",
+           "OVERNIGHT_AGENT_SERVICE_MANAGER": "systemd"}
+
+    def checks(mode):
+        cfg = helpers.write_config(tmp_path / "c.yaml", tmp_path, agent="claude",
+                                   claude={"bin": str(fake), "permission_mode": mode})
+        return {(c.name, c.status): c.detail for c in doctor.Doctor("systemd", repo, cfg, env=env).all()}
+
+    found = checks("acceptEdits")
+    assert found[("claude", doctor.OK)].endswith("2.1.328 (Claude Code)")
+    assert "ANTHROPIC_API_KEY is set" in found[("claude key", doctor.OK)]
+    assert not any(name == "codex" for name, _ in found)
+    refused = checks("bypassPermissions")
+    if os.geteuid() == 0:
+        assert "refused by Claude Code as root" in refused[("claude", doctor.FAIL)]
+    else:
+        assert ("claude", doctor.FAIL) not in refused

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .base import AttemptView, Backend, Capabilities, Event, Outcome, StopReason
+from .claude import ClaudeBackend
 from .codex import CodexBackend
 from .command import CommandBackend
 
-BACKENDS = {"codex": CodexBackend, "command": CommandBackend}
+BACKENDS = {"codex": CodexBackend, "claude": ClaudeBackend, "command": CommandBackend}
 
 
 @dataclass(frozen=True)

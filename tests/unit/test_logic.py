@@ -166,3 +166,18 @@ def test_find_thread_by_the_latest_cwd_in_rollouts(tmp_path):
     assert b.find_thread(Path("/w/a")) == "t2"
     assert b.find_thread(Path("/w/c")) == "t3"
     assert b.find_thread(Path("/w/zzz")) is None
+
+
+def test_an_agent_that_refuses_its_settings_ends_the_night_failed_at_once():
+    """claude refuses bypassPermissions to root: every retry would be refused the same way."""
+    import datetime as dt
+    from overnight_agent import policy
+    from overnight_agent.agents import base
+    from overnight_agent.state import Phase
+    now = dt.datetime(2026, 12, 1, 23, 0, tzinfo=dt.timezone.utc)
+    budgets = policy.Budgets(initial=2.0, factor=2.0, maximum=300.0, healthy_after=600.0, max_per_hour=30,
+                             rate_limit_backoff=60.0, usage_limit_margin=120.0, max_tokens=0)
+    decision = policy.decide(base.REFUSED, "refused as root: run as another user", [], [], 100.0, now,
+                             now + dt.timedelta(hours=6), 0, budgets)
+    assert (decision.action, decision.final_state) == (policy.END_NIGHT, Phase.FAILED)
+    assert "run as another user" in decision.reason
