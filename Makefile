@@ -23,7 +23,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not realcodex"
+	$(PY) -m pytest -q -m "not realcodex and not realclaude and not realgemini"
 
 # Pure code only (policies, parsing, the supervisor's tick replayed with fakes): seconds.
 test-unit: $(STAMP)

@@ -36,6 +36,18 @@ def pytest_collection_finish(session):
             realcodex.codex_binary()
         except RuntimeError:
             pass  # each realcodex test reports the failed install itself
+    if any(item.get_closest_marker("realclaude") for item in session.items):
+        import realclaude
+        try:
+            realclaude.claude_binary()
+        except RuntimeError:
+            pass  # each realclaude test reports the failed install itself
+    if any(item.get_closest_marker("realgemini") for item in session.items):
+        import realgemini
+        try:
+            realgemini.gemini_binary()
+        except RuntimeError:
+            pass  # each realgemini test reports the failed install itself
 
 
 @dataclass

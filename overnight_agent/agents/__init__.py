@@ -11,8 +11,9 @@ from .base import AttemptView, Backend, Capabilities, Event, Outcome, StopReason
 from .claude import ClaudeBackend
 from .codex import CodexBackend
 from .command import CommandBackend
+from .gemini import GeminiBackend
 
-BACKENDS = {"codex": CodexBackend, "claude": ClaudeBackend, "command": CommandBackend}
+BACKENDS = {"codex": CodexBackend, "claude": ClaudeBackend, "command": CommandBackend, "gemini": GeminiBackend}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,207 @@
+"""The stand-in's home (`$GEMINI_CLI_HOME/.gemini`, else `~/.gemini`): projects, session files,
+the invocation counter.
+
+Owns: `projects.json` (cwd -> short project name), `tmp/<project>/chats/session-<YYYY-MM-DDTHH-MM>-
+<id8>.jsonl` (a header line, then message records and `$set` updates, appended line by line),
+finding a session by id in the cwd's project, the stray second file every resume writes, and
+`fake_gemini_state.json` (which scenario invocation plays). Must not: print or play a turn.
+"""
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from typing import Any, Dict, List, Optional
+
+VERSION = "0.61.0"
+
+
+class StartupError(Exception):
+    """A failure before `init`: text to stderr, nothing on stdout, exit `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def iso_now() -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def cli_home() -> str:
+    """The folder that holds `.gemini/`: GEMINI_CLI_HOME, else HOME (as 0.61.0 reads them)."""
+    return os.path.abspath(os.environ.get("GEMINI_CLI_HOME") or os.path.expanduser("~"))
+
+
+def gemini_dir(home: str) -> str:
+    return os.path.join(home, ".gemini")
+
+
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def _read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _flocked(path: str):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_settings(home: str) -> Dict[str, Any]:
+    data = _read_json(os.path.join(gemini_dir(home), "settings.json"), {})
+    return data if isinstance(data, dict) else {}
+
+
+def project_name(home: str, cwd: str, create: bool) -> Optional[str]:
+    """The short name of the cwd's project (its basename, numbered when taken), from
+    projects.json; None when the cwd has none and `create` is false."""
+    root = gemini_dir(home)
+    path = os.path.join(root, "projects.json")
+    if not create:
+        projects = _read_json(path, {}).get("projects") or {}
+        return projects.get(cwd)
+    _private_dir(root)
+    with _flocked(path + ".lock"):
+        data = _read_json(path, {})
+        projects = data.get("projects") if isinstance(data.get("projects"), dict) else {}
+        if cwd not in projects:
+            base = os.path.basename(cwd.rstrip("/")) or "root"
+            name, number = base, 1
+            while name in projects.values():
+                name, number = f"{base}-{number}", number + 1
+            projects[cwd] = name
+            _write_json_atomic(path, {"projects": projects})
+        return projects[cwd]
+
+
+def chats_dir(home: str, project: str) -> str:
+    return os.path.join(gemini_dir(home), "tmp", project, "chats")
+
+
+def session_files(chats: str) -> List[str]:
+    try:
+        names = os.listdir(chats)
+    except OSError:
+        return []
+    return sorted(os.path.join(chats, n) for n in names if n.startswith("session-") and n.endswith(".jsonl"))
+
+
+def header_of(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            record = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def find_session(chats: str, session_id: str) -> Optional[str]:
+    """The session's original file (the oldest one whose header names it)."""
+    for path in session_files(chats):
+        if path.endswith(f"-{session_id[:8]}.jsonl") and header_of(path).get("sessionId") == session_id:
+            return path
+    return None
+
+
+def latest_session(chats: str) -> Optional[str]:
+    best = None
+    for path in session_files(chats):
+        header = header_of(path)
+        if header.get("sessionId") and (best is None or header.get("startTime", "") > best[0]):
+            best = (header.get("startTime", ""), path)
+    return best[1] if best else None
+
+
+def _file_name(chats: str, session_id: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M")
+    path = os.path.join(chats, f"session-{stamp}-{session_id[:8]}.jsonl")
+    number = 1
+    while os.path.exists(path):  # the real CLI's names are per minute: a resume in the same minute
+        path = os.path.join(chats, f"session-{stamp}-{session_id[:8]}-{number}.jsonl")
+        number += 1
+    return path
+
+
+class SessionFile:
+    """Appends records to a session's chat file, one flushed line at a time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def append(self, record: Dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def touch(self) -> None:
+        self.append({"$set": {"lastUpdated": iso_now()}})
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
+
+def _header(session_id: str, cwd: str) -> Dict[str, Any]:
+    now = iso_now()
+    return {"sessionId": session_id, "projectHash": hashlib.sha256(cwd.encode()).hexdigest(),
+            "startTime": now, "lastUpdated": now, "kind": "main"}
+
+
+def _context_message(cwd: str) -> Dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "timestamp": iso_now(), "type": "user",
+            "content": [{"text": f"<session_context>\nThis is the Gemini CLI (fake).\n"
+                                 f"- **Workspace Directories:**\n  - {cwd}\n</session_context>"}]}
+
+
+def new_session(chats: str, session_id: str, cwd: str) -> SessionFile:
+    _private_dir(chats)
+    session = SessionFile(_file_name(chats, session_id))
+    session.append(_header(session_id, cwd))
+    session.append({"$set": {"messages": [_context_message(cwd)], "lastUpdated": iso_now()}})
+    return session
+
+
+def resume_session(chats: str, path: str, session_id: str, cwd: str) -> SessionFile:
+    """Append to the original file; like 0.61.0, also leave a second small file with the header
+    and the context."""
+    stray = SessionFile(_file_name(chats, session_id))
+    stray.append(_header(session_id, cwd))
+    stray.append({"$set": {"messages": [_context_message(cwd)], "lastUpdated": iso_now()}})
+    stray.close()
+    return SessionFile(path)
+
+
+def next_invocation(home: str) -> int:
+    """Claim the next turn number (0-based) of this home, atomically under flock."""
+    root = gemini_dir(home)
+    _private_dir(root)
+    path = os.path.join(root, "fake_gemini_state.json")
+    with _flocked(path + ".lock"):
+        state = _read_json(path, {})
+        number = int(state.get("invocations", 0)) if isinstance(state, dict) else 0
+        _write_json_atomic(path, {"invocations": number + 1})
+    return number

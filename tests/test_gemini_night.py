@@ -1,0 +1,51 @@
+"""A real night with `agent: gemini`, the scripted stand-in as the CLI: the supervisor names the
+session before the first start (`--session-id`), resumes it by id after a crash, and at the
+deadline stops the CLI and the command it left running in a session of its own.
+
+Owns: the backend seen through the supervisor (real processes, real signals, real git). Must
+not: leave a process behind (the `night` fixture asserts it).
+"""
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import helpers  # noqa: E402
+import realgemini  # noqa: E402
+
+
+def test_a_gemini_night_names_resumes_and_stops_the_session_and_its_commands(night):
+    binary = realgemini.fake_gemini_argv0(night.base / "bin")
+    helpers.write_config(night.config, night.base, gemini={"bin": binary, "model": "gemini-2.5-pro"})
+    config = yaml.safe_load(night.config.read_text())
+    night.config.write_text(yaml.safe_dump({**config, "agent": "gemini"}, sort_keys=False))
+    home = night.run_root / "gemini_home"
+    home.mkdir(parents=True, exist_ok=True)
+    scenario = {"invocations": [
+        {"steps": [{"shell": "echo one > one.txt"}, {"crash": 3}]},
+        {"steps": [{"message": "resumed"}, {"shell": "sleep 300"}]},
+    ]}
+    (home / "fake_gemini_scenario.yaml").write_text(yaml.safe_dump(scenario))
+    proc = night.start("--hours", str(6 / 3600))
+    code, out, err = helpers.finish(proc, timeout=40)
+    assert code == 0, err
+    session = night.session()
+    assert session["state"] == "finished", session
+    kinds = [(a["kind"], a["outcome"]) for a in session["attempts"]]
+    assert kinds == [("start", "crashed"), ("resume", "stopped")], kinds
+    thread = session["thread_id"]
+    assert thread and all(a["thread_id"] == thread for a in session["attempts"])
+    chats = list((home / ".gemini" / "tmp").glob(f"*/chats/session-*-{thread[:8]}*.jsonl"))
+    assert chats and json.loads(chats[0].read_text().splitlines()[0])["sessionId"] == thread
+    settings = json.loads((home / ".gemini" / "settings.json").read_text())
+    assert settings["general"]["maxAttempts"] == 3
+    assert settings["privacy"]["usageStatisticsEnabled"] is False
+    assert settings["general"]["sessionRetention"] == {"enabled": True, "maxAge": "30d"}
+    run_dir = night.run_root / "runs" / session["run_id"]
+    assert (run_dir / "tmp").is_dir()
+    logs = "".join(p.read_text() for p in run_dir.glob("*_start.log")) + \
+        "".join(p.read_text() for p in run_dir.glob("*_resume.log"))
+    assert f'"session_id":"{thread}"' in logs
