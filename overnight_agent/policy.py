@@ -68,7 +68,7 @@ class Action(str, enum.Enum):
 
 
 RESUME, END_NIGHT = Action.RESUME, Action.END_NIGHT
-_TRANSIENT = (base.RATE_LIMITED, base.SERVER_ERROR, base.NETWORK_DOWN)
+_TRANSIENT = (base.RATE_LIMITED, base.SERVER_ERROR, base.NETWORK_DOWN, base.AUTH_FAILED)
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,11 @@ def decide(outcome: str, detail: str, history: Sequence[AttemptSummary], starts_
                         final_state=Phase.FINISHED)
     if outcome == base.REFUSED:   # the same argv would be refused again all night: say so now
         return Decision(END_NIGHT, reason=f"the agent refuses to start: {detail}", final_state=Phase.FAILED)
+    if outcome == base.AUTH_FAILED and len(history) >= 2 and history[-2].outcome == base.AUTH_FAILED:
+        # Once may be the provider's blip; twice in a row is the key, and it stays wrong all night.
+        return Decision(END_NIGHT, final_state=Phase.FAILED,
+                        reason=f"the provider refused the credentials twice in a row ({detail}); fix the "
+                               "API key (`overnight-agent doctor` checks it), then run again")
     if outcome == base.USAGE_LIMIT:
         reset = usage_reset_time(detail, now)
         if reset is None:

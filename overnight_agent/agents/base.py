@@ -65,6 +65,7 @@ THREAD_BUSY = "thread_busy"              # another live process still writes the
 THREAD_MISMATCH = "thread_mismatch"      # a resume printed another thread id than asked
 CRASHED_BEFORE_THREAD = "crashed_before_thread"  # died before announcing a thread
 NOT_STARTED = "not_started"              # could not be started (binary missing, not executable)
+AUTH_FAILED = "auth_failed"              # the provider refused the credentials (401, 403, no key)
 REFUSED = "refused"                      # the CLI refuses a setting it will never accept (claude's bypass as root)
 EXITED_EARLY = "exited_early"            # exit 0 without a completed turn
 CRASHED = "crashed"                      # non-zero exit after the thread started

@@ -325,7 +325,7 @@ def _failed(message: str) -> Outcome:
     if _RATE_LIMIT.search(message):
         return Outcome(base.RATE_LIMITED, message[:300])
     if _AUTH.search(message):
-        return Outcome(base.TURN_FAILED, "authentication: " + message[:300])
+        return Outcome(base.AUTH_FAILED, "authentication: " + message[:300])
     if _SERVER.search(message):
         return Outcome(base.SERVER_ERROR, message[:300])
     if _NETWORK.search(message):

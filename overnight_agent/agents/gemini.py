@@ -199,8 +199,9 @@ class GeminiBackend:
             if message == "result status error" and view.errors:  # an invalid stream: error event first
                 message = view.errors[-1]
             kind = _failure_kind(message)
-            auth = kind == base.TURN_FAILED and _AUTH.search(message)
-            return Outcome(kind, ("auth: " if auth else "") + _first_line(message))
+            if kind == base.TURN_FAILED and _AUTH.search(message):
+                return Outcome(base.AUTH_FAILED, "auth: " + _first_line(message))
+            return Outcome(kind, _first_line(message))
         if view.turn_completed:
             return Outcome(base.COMPLETED, f"exit {rc}")
         if rc is not None and rc < 0:
@@ -214,7 +215,9 @@ class GeminiBackend:
             if rc == RC_INPUT or _UNKNOWN_SESSION.search(stderr):
                 return Outcome(base.UNKNOWN_THREAD, _first_match_line(stderr, _UNKNOWN_SESSION)
                                or f"exit {rc}: {_last_line(stderr)}")
-            why = "auth: " if rc == RC_AUTH else "config: " if rc == RC_CONFIG else ""
+            if rc == RC_AUTH:
+                return Outcome(base.AUTH_FAILED, f"auth: exit {rc}: {_last_line(stderr)}")
+            why = "config: " if rc == RC_CONFIG else ""
             return Outcome(base.CRASHED_BEFORE_THREAD, f"{why}exit {rc}: {_last_line(stderr)}")
         if rc == 0:
             # No result: the CLI exits 0 when SIGINT/SIGTERM reach it, and when its output is cut.

@@ -178,7 +178,7 @@ def test_root_refusal_of_bypass_is_typed_not_retried_as_a_crash():
 
 @pytest.mark.parametrize("name,rc,kind", [
     ("e429_def", 1, base.RATE_LIMITED), ("e500_def", 1, base.SERVER_ERROR), ("e529_def", 1, base.SERVER_ERROR),
-    ("e401_all", 1, base.TURN_FAILED), ("e400_all", 1, base.TURN_FAILED), ("refused_def", 1, base.NETWORK_DOWN),
+    ("e401_all", 1, base.AUTH_FAILED), ("e400_all", 1, base.TURN_FAILED), ("refused_def", 1, base.NETWORK_DOWN),
     ("dropnf", 1, base.NETWORK_DOWN), ("stall_nofallback", 1, base.NETWORK_DOWN),
 ])
 def test_api_errors_after_claudes_own_retries(name, rc, kind):

@@ -114,7 +114,7 @@ def test_the_last_result_event_types_the_outcome_whatever_the_exit_code(backend,
     ("[API Error: Quota exceeded for metric: generate_content_free_tier_requests, limit: 0]",
      base.USAGE_LIMIT, ""),
     ('[API Error: {"error":{"code":401,"message":"API key not valid. Please pass a valid API key.",'
-     '"status":"UNAUTHENTICATED"}}]', base.TURN_FAILED, "auth: "),
+     '"status":"UNAUTHENTICATED"}}]', base.AUTH_FAILED, "auth: "),
     ('[API Error: {"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}]',
      base.SERVER_ERROR, ""),
 ])
@@ -157,7 +157,7 @@ def test_rc_42_before_init_is_an_unknown_session_or_a_taken_id(backend):
     auth = base.AttemptView(kind="start", expected_thread=SID, returncode=41,
                             stderr_tail="Invalid auth method selected.")
     outcome = backend.classify(auth)
-    assert outcome.kind == base.CRASHED_BEFORE_THREAD and outcome.detail.startswith("auth: exit 41")
+    assert outcome.kind == base.AUTH_FAILED and outcome.detail.startswith("auth: exit 41")
 
 
 def test_another_session_than_asked_is_a_mismatch_and_a_stop_wins(backend):

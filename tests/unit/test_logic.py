@@ -181,3 +181,24 @@ def test_an_agent_that_refuses_its_settings_ends_the_night_failed_at_once():
                              now + dt.timedelta(hours=6), 0, budgets)
     assert (decision.action, decision.final_state) == (policy.END_NIGHT, Phase.FAILED)
     assert "run as another user" in decision.reason
+
+
+def test_credentials_refused_once_wait_and_retry_and_twice_in_a_row_end_the_night():
+    import datetime as dt
+    from overnight_agent import policy
+    from overnight_agent.agents import base
+    from overnight_agent.state import Phase
+    now = dt.datetime(2026, 12, 1, 23, 0, tzinfo=dt.timezone.utc)
+    budgets = policy.Budgets(initial=2.0, factor=2.0, maximum=300.0, healthy_after=600.0, max_per_hour=30,
+                             rate_limit_backoff=60.0, usage_limit_margin=120.0, max_tokens=0)
+    auth = policy.AttemptSummary("start", 1.0, base.AUTH_FAILED)
+
+    def decide(history):
+        return policy.decide(base.AUTH_FAILED, "auth: 401", history, [], 100.0, now,
+                             now + dt.timedelta(hours=6), 0, budgets)
+
+    once = decide([auth])
+    assert once.action == policy.RESUME and once.wait >= 60.0
+    twice = decide([auth, policy.AttemptSummary("resume", 1.0, base.AUTH_FAILED)])
+    assert (twice.action, twice.final_state) == (policy.END_NIGHT, Phase.FAILED)
+    assert "API key" in twice.reason
