@@ -54,12 +54,16 @@ TOOL = f"{sys.executable} -m overnight_agent"
 SUMMARY_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \S+ \S+ .+$")
 
 
-def scenario(tag: str) -> List[List[dict]]:
+def scenario(tag: str, work_branch: bool = False) -> List[List[dict]]:
     """Each invocation writes a journal line, changes a file, talks, then works silently until
     stopped: a night of a few seconds passes every phase (journal commits, a stall or two, the
-    deadline's stop, checkpoint and report)."""
+    deadline's stop, checkpoint and report). `work_branch`: first it switches the session
+    worktree to a work-item branch, as the prompt tells a real agent to."""
+    branch = f"overnight/2026-01-01_0000_chaos-{tag}"
+    switch = [{"shell": f"git switch -q {branch} 2>/dev/null || git switch -q -c {branch}"}] if work_branch else []
+
     def turn(n: int) -> List[dict]:
-        return [{"message": f"turn {n}"},
+        return switch + [{"message": f"turn {n}"},
                 {"shell": f"{TOOL} journal summary 'chaos {tag} turn {n}'"},
                 {"write_file": {"path": f"work/{tag}_{n}.txt", "text": f"turn {n}\n"}},
                 {"message": f"turn {n} wrote a file"},
@@ -90,7 +94,7 @@ class Case:
     """One temp dir: a repository, a config, a run folder, the supervisors started in it."""
 
     def __init__(self, base: Path, name: str, liveness: str = "2s",
-                 turns: Optional[List[List[dict]]] = None, **config):
+                 turns: Optional[List[List[dict]]] = None, work_branch: bool = False, **config):
         self.base, self.name = base, name
         self.run_root = base / "run"
         self.repo = helpers.make_repo(base / "repo")
@@ -115,7 +119,8 @@ class Case:
         home = Path(yaml.safe_load(self.config.read_text())["codex"]["codex_home"])
         home.mkdir(parents=True, exist_ok=True)
         (home / "fake_codex_scenario.yaml").write_text(yaml.safe_dump(
-            {"invocations": [{"steps": steps} for steps in (turns or scenario(name))]}, sort_keys=False))
+            {"invocations": [{"steps": steps} for steps in (turns or scenario(name, work_branch))]},
+            sort_keys=False))
         self.procs: List[subprocess.Popen] = []
         self.agents_seen: Dict[int, str] = {}
         self.overlaps = 0
@@ -913,13 +918,14 @@ def plan(total: int, rng: random.Random) -> List[Callable[[Callable[..., Case]],
     order = points if n_points >= len(points) else rng.sample(points, n_points)
     for i in range(n_points):
         point, nth = order[i % len(order)]
-        cases.append(lambda of, p=point, n=nth: kill_at_point(of(), p, n))
+        # every other one with the agent on a work-item branch (a restart must reuse its worktree)
+        cases.append(lambda of, p=point, n=nth, w=i % 2 == 1: kill_at_point(of(work_branch=w), p, n))
     for i in range(n_agent):
         sig, target = agent[i % len(agent)]
         cases.append(lambda of, s=sig, t=target: agent_signal(of(), s, t))
-    for _ in range(n_random):
+    for i in range(n_random):
         seed = rng.getrandbits(32)
-        cases.append(lambda of, s=seed: kill_at_random(of(), random.Random(s)))
+        cases.append(lambda of, s=seed, w=i % 2 == 1: kill_at_random(of(work_branch=w), random.Random(s)))
     rng.shuffle(cases)
     return cases
 
