@@ -1541,6 +1541,7 @@ def codex_table(results: dict, setups: Setups) -> str:
 
 
 ROWS = ("idle", "hang", "crash", "survivors", "codex", "flood")
+EXTRA_ROWS = ("fleet",)   # asked for by --only alone: N nights at once (bench/fleet.py), ~5 minutes
 
 
 def main() -> int:
@@ -1548,7 +1549,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="one run of each (a smoke test; writes bench/results.md never)")
-    parser.add_argument("--only", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    parser.add_argument("--only", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS)
+                        + "; or " + ",".join(EXTRA_ROWS) + ", not run by default")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS),
                         help="comma-separated subset of " + ",".join(ALL_TOOLS))
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
@@ -1558,9 +1560,10 @@ def main() -> int:
                              "written only by a full run from a clean tree")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - set(ROWS)
+    unknown = only - set(ROWS) - set(EXTRA_ROWS)
     if unknown:
-        parser.error(f"--only: unknown {', '.join(sorted(unknown))}; expected a subset of {','.join(ROWS)}")
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}; expected a subset of "
+                     f"{','.join(ROWS + EXTRA_ROWS)}")
     TOOLS = tuple(t for t in ALL_TOOLS if t in args.tools.split(","))
     default_out = BENCH / "results.md"
     out = Path(args.out).resolve() if args.out else default_out
@@ -1644,6 +1647,13 @@ def main() -> int:
             else:
                 results["flood"]["overnight-agent+redact"] = "pending"
             results["redactor_alone"] = redactor_alone()
+        if "fleet" in only:
+            import fleet
+            fleet.TOKEN = f"{TOKEN}:fleet"   # its processes carry the run's mark too
+            log("fleet: N nights at once with the scripted Codex CLI (bench/fleet.py)")
+            results["fleet"] = fleet.measure(sizes=(1, 3) if args.quick else fleet.SIZES,
+                                             windows=1 if args.quick else 3,
+                                             seconds=5.0 if args.quick else fleet.SECONDS, work=work / "fleet")
     finally:
         kill_marked()
         left = marked_pids()
@@ -1654,6 +1664,9 @@ def main() -> int:
 
     results["setups"], results["common_setup"] = bench.setups, common_setup()
     table, setups = build_table(results, versions, redaction)
+    if results.get("fleet"):
+        import fleet
+        table = (table + "\n\n" if table.strip() else "") + fleet.table(results["fleet"])
     elapsed = time.monotonic() - STARTED
     tree_after = tree_state()
     tree = describe_tree(tree_before, tree_after)
@@ -1687,6 +1700,8 @@ def main() -> int:
                      "secret every 10,000 lines)"
                      + ("" if alone["flood"]["unchanged"] and alone["test-runner"]["unchanged"]
                         else "; a stream with no secret came out CHANGED") + ".")
+    if results.get("fleet"):
+        notes += fleet.notes(results["fleet"])
     if skipped:
         notes.append("Skipped for time: " + ", ".join(skipped) + ".")
     notes.append(f"Processes left with the benchmark's marker at the end: {len(left)}.")

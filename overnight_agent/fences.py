@@ -1,8 +1,8 @@
 """The fences around the agent's own processes, set before it runs: codex command rules, git
 hooks, and the environment that points the agent's git at them.
 
-Owns: `prepare()`: the `.rules` file codex enforces (`$CODEX_HOME/rules/overnight-agent.rules`,
-never another rules file), the hooks folder under the run folder, the guard spec the hooks and
+Owns: `prepare()`: the `.rules` file codex enforces (`$CODEX_HOME/rules/overnight-agent-<repo>.rules`,
+one per repository, never another rules file), the hooks folder under the run folder, the guard spec the hooks and
 `validate` read, and the environment (`GIT_CONFIG_*`) that points the agent's git at those
 hooks; it hands back `Fences` and the `audit.Audit` that checks afterwards. The repository's
 config and hooks are never written. Must not: touch the operator's own git setup, or trust the
@@ -23,8 +23,10 @@ Layers, from outermost:
      restores refs, reports what it cannot restore.
 """
 import functools
+import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -216,11 +218,23 @@ def git_programs() -> List[str]:
     return list(dict.fromkeys(found))
 
 
-def write_rules(codex_home: Path, text: str) -> Path:
+def rules_name(repo_root: Path) -> str:
+    """One rules file per repository: codex reads every file in its rules folder, so two
+    repositories sharing a CODEX_HOME each keep their own rules (both apply: stricter, never
+    weaker) instead of the last night to start replacing the other's."""
+    digest = hashlib.sha256(str(Path(repo_root).resolve()).encode()).hexdigest()[:10]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(repo_root).resolve().name)[:40] or "repo"
+    return f"overnight-agent-{name}-{digest}.rules"
+
+
+def write_rules(codex_home: Path, text: str, repo_root: Path) -> Path:
     folder = Path(codex_home) / "rules"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / RULES_NAME
+    path = folder / rules_name(repo_root)
     write_atomic(path, text)
+    legacy = folder / RULES_NAME   # one file for every repository, as earlier versions wrote it
+    if legacy.exists():
+        legacy.unlink()
     return path
 
 
@@ -349,7 +363,7 @@ def prepare(repo_root: Path, run_dir: Path, codex_home: Path, session, config, *
     rules = render_rules(git_programs=git_programs(), dirs=dirs, branches=branches, refs=refs,
                          worktrees=worktree_names, forbidden_commands=config.guard.forbidden(),
                          tool=tool, run_id=session.run_id, own_branches=sorted(created))
-    rules_file = write_rules(codex_home, rules)
+    rules_file = write_rules(codex_home, rules, repo_root)
 
     pairs = [("core.hooksPath", str(hooks_dir)), ("gc.auto", "0"), ("core.logAllRefUpdates", "always")]
     email = None

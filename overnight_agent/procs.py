@@ -153,7 +153,8 @@ def tagged(prefix: str, var: str = TAG_VAR) -> List[psutil.Process]:
 
 
 def tree(root: ProcRef, tag_prefix: Optional[str], var: str = TAG_VAR) -> List[psutil.Process]:
-    """Everything that belongs to a process: the root, its group, its descendants, its tag."""
+    """Everything that belongs to a process: the root, its group (while it is the root's: see
+    `group_is_ours`), its descendants, its tag."""
     procs: Dict[int, psutil.Process] = {}
     if root.alive():
         try:
@@ -163,16 +164,34 @@ def tree(root: ProcRef, tag_prefix: Optional[str], var: str = TAG_VAR) -> List[p
                 procs[child.pid] = child
         except psutil.Error:
             pass
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and os.getpgid(proc.pid) == root.pgid:
-                procs.setdefault(proc.pid, proc)
-        except (OSError, psutil.Error):
-            pass
+    if group_is_ours(root):
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and os.getpgid(proc.pid) == root.pgid:
+                    procs.setdefault(proc.pid, proc)
+            except (OSError, psutil.Error):
+                pass
     if tag_prefix:
         for proc in tagged(tag_prefix, var):
             procs.setdefault(proc.pid, proc)
     return [p for p in procs.values() if _is_live(p)]
+
+
+def group_is_ours(root: ProcRef) -> bool:
+    """Whether process group `root.pgid` is still the one `root` led.
+
+    The kernel gives no pid that is in use as a process group id, so a group outlives its leader
+    with its id reserved. Once the group is empty the id is free: with many nights on a machine
+    (pid_max can be 32768) another night's codex may get it and lead a group of that id. A live
+    process at the leader's pid that is not the leader (another start time) shows exactly that."""
+    if root.pgid != root.pid or not root.create_time:
+        return True   # not a group we made the leader of, or no start time: nothing to compare
+    try:
+        return psutil.Process(root.pid).create_time() == root.create_time  # ours, a zombie included
+    except psutil.NoSuchProcess:
+        return True   # leader gone: the group (if any) is the rest of ours, its id held by it
+    except psutil.Error:
+        return False
 
 
 def _is_live(proc: psutil.Process) -> bool:
@@ -183,13 +202,24 @@ def _is_live(proc: psutil.Process) -> bool:
 
 
 def signal_all(procs: Iterable[psutil.Process], sig: int, group: Optional[int] = None) -> None:
-    """Send `sig` to the group and to each process; continue stopped ones so they can die."""
-    if group is not None:
+    """Send `sig` to the group and to each process; continue stopped ones so they can die.
+
+    The group is signalled only while one of `procs` is in it: then it is the group they were
+    found in, not one another night's process leads under a reused id (see `group_is_ours`)."""
+    procs = list(procs)
+    if group is not None and any(_pgid(proc.pid) == group for proc in procs):
         _quietly(os.killpg, group, sig)
     for proc in procs:
         _quietly(os.kill, proc.pid, sig)
         if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             _quietly(os.kill, proc.pid, signal.SIGCONT)
+
+
+def _pgid(pid: int) -> Optional[int]:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _quietly(fn, *args) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 import guardkit
 from guardkit import git, make_night, protected
-from overnight_agent import hookrun
+from overnight_agent import fences, hookrun
 
 FAKE_CODEX = [sys.executable, "-m", "overnight_agent.fakecodex"]
 TOOL = f"{sys.executable} -m overnight_agent"
@@ -82,7 +82,8 @@ def test_rules_file_refuses_every_operation_in_common_option_orders(tmp_path):
     binary = rc.require_codex()
     night = make_night(tmp_path / "n")
     rules = night.guard.rules_file
-    assert rules == night.codex_home / "rules" / "overnight-agent.rules"
+    assert rules == night.codex_home / "rules" / fences.rules_name(night.repo)
+    assert rules.name.startswith(f"overnight-agent-{night.repo.name}-")
     checked = 0
 
     def decision(command: str) -> dict:
@@ -125,7 +126,7 @@ def test_prepare_touches_only_its_own_files_and_is_idempotent(tmp_path):
     assert keys["core.hooksPath"] == str(guard.hooks_dir)
     assert keys["user.email"] == "overnight-agent@localhost"
     assert env["OVERNIGHT_AGENT_GUARD"] == str(guard.spec_file)
-    assert "overnight-agent.rules" not in night.operator("config", "--list", "--show-origin")
+    assert fences.rules_name(night.repo) not in night.operator("config", "--list", "--show-origin")
 
 
 # --- the scripted agent: hooks and the after-attempt check hold ----------------------------------
