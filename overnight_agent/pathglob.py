@@ -18,6 +18,8 @@ def check(pattern: str) -> str:
     if pattern.startswith("/") or pattern.startswith("./"):
         raise ValueError(f"{pattern!r}: globs are relative to the repository root; drop the leading "
                          f"'{pattern[:pattern.index('/') + 1]}'")
+    if "\0" in pattern:
+        raise ValueError(f"{pattern!r}: holds a NUL character; no path can")
     if "\\" in pattern:
         raise ValueError(f"{pattern!r}: use '/' between folders")
     if pattern.count("[") != pattern.count("]"):

@@ -9,11 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import helpers
 import systemd_lab
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property tests explore anew on every run here (and keep what they find in .hypothesis/); in CI
+# they replay one fixed sequence, so that a CI result says something about the commit.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 def require(tool: str, why: str) -> str:

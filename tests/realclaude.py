@@ -2,16 +2,14 @@
 against the loopback mock Messages API (``tests/mock_anthropic_server.py``), and the scripted
 stand-in (``python -m overnight_agent.fakeclaude``) the same way.
 
-Owns: installing the pinned CLI once per session (tests/setup_claude.sh), the environment both
-run with (the backend's own, plus the mock's URL, a scratch HOME and a test tag), and running
-one invocation with bounded time, killing whatever it left. Must not: reach anything but
+Owns: installing the pinned CLI once per session (tests/setup_cli.sh claude, through `realcli`),
+the environment both run with (the backend's own, plus the mock's URL, a scratch HOME and a test
+tag), and running one invocation with bounded time, killing whatever it left. Must not: reach anything but
 127.0.0.1, or skip under CI=true (a missing tool is a failure there).
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,76 +18,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import realcli
 import realcodex
 from overnight_agent.agents.claude import ClaudeBackend
 
 CLAUDE_VERSION = "2.1.328"
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-SETUP_SCRIPT = TESTS_DIR / "setup_claude.sh"
 NPM_DIR = Path(os.environ.get("CLAUDE_NPM_DIR") or (REPO_ROOT / ".cache" / "claude-npm"))
 TAG_VAR = realcodex.TAG_VAR
 FAKE_ARGV0 = [sys.executable, "-m", "overnight_agent.fakeclaude"]
 
-_cache: Dict[str, Optional[str]] = {}
-
-
-def _version(path: str) -> str:
-    try:
-        return subprocess.run([path, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+_INSTALL = realcli.Install(
+    "claude", NPM_DIR, version_line=f"{CLAUDE_VERSION} (Claude Code)",
+    candidates=lambda: [str(c) for c in sorted(NPM_DIR.glob("node_modules/@anthropic-ai/claude-code-linux-*/claude"))])
 
 
 def claude_binary() -> Optional[str]:
     """The real CLI's native binary, installed once per session; None only without node/npm;
     RuntimeError for any other failure (never hidden as a skip)."""
-    if "path" in _cache:
-        return _cache["path"]
-    if "error" in _cache:
-        raise RuntimeError(_cache["error"])
-    override = os.environ.get("OA_REAL_CLAUDE_BIN")
-    if override:
-        _cache["path"] = override
-        return override
-    for cand in sorted(NPM_DIR.glob("node_modules/@anthropic-ai/claude-code-linux-*/claude")):
-        if os.access(cand, os.X_OK) and _version(str(cand)) == f"{CLAUDE_VERSION} (Claude Code)":
-            _cache["path"] = str(cand)
-            return str(cand)
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        _cache["path"] = None
-        return None
-    try:
-        proc = subprocess.run(["bash", str(SETUP_SCRIPT), str(NPM_DIR)], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired as exc:
-        _cache["error"] = f"tests/setup_claude.sh timed out after {exc.timeout} s"
-        raise RuntimeError(_cache["error"]) from None
-    if proc.returncode == 2:
-        _cache["path"] = None
-        return None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
-        _cache["error"] = (f"tests/setup_claude.sh failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                           f"{proc.stderr[-4000:]}")
-        raise RuntimeError(_cache["error"])
-    _cache["path"] = lines[-1]
-    return lines[-1]
+    return _INSTALL.binary()
 
 
 def require_claude() -> str:
     """The binary path; skips without node/npm, but fails under CI=true."""
-    import pytest
-
-    path = claude_binary()
-    if path is None:
-        why = ("the real Claude Code CLI needs node and npm: install them (apt-get install nodejs npm) "
-               "and run bash tests/setup_claude.sh")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why + " (CI=true: not skipping)", pytrace=False)
-        pytest.skip(why)
-    return path
+    return _INSTALL.require("the real Claude Code CLI needs node and npm: install them (apt-get install "
+                            "nodejs npm) and run bash tests/setup_cli.sh claude")
 
 
 @dataclass
@@ -178,18 +132,6 @@ class Run:
                 f"{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-3000:]}")
 
 
-def _parse(text: str) -> List[Dict[str, Any]]:
-    events = []
-    for line in text.splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events
-
-
 def run(argv: Sequence[str], place: Place, env: Dict[str, str], *, timeout: float = 30.0,
         signal_after: Optional[str] = None, signum: Optional[int] = None) -> Run:
     """One invocation in the place's repo, stdin /dev/null, its own session. With `signal_after`
@@ -221,4 +163,4 @@ def run(argv: Sequence[str], place: Place, env: Dict[str, str], *, timeout: floa
         realcodex.kill_process_tree(proc.pid, tag=place.tag)
     text = out.decode("utf-8", "replace")
     return Run(list(argv), proc.returncode, text, err.decode("utf-8", "replace"), time.monotonic() - t0,
-               _parse(text), leftovers)
+               realcodex.parse_events(text), leftovers)

@@ -4,7 +4,7 @@ loopback mock model server (``tests/mock_model_server.py``).
 Public API:
     CODEX_VERSION                       pinned version string ("0.169.0")
     codex_binary() -> Optional[str]     path of the real static binary; installs it once per
-                                        session with tests/setup_codex.sh; None only when node/npm
+                                        session with tests/setup_cli.sh codex; None only when node/npm
                                         are missing; RuntimeError for any other install failure
     require_codex() -> str              the binary path, or pytest.skip (pytest.fail when CI=true)
     write_codex_home(path, port, *, model="gpt-5.3-codex", effort="xhigh",
@@ -27,6 +27,7 @@ Public API:
     kill_process_tree(pid, *, tag=None) sweeps a pid's group, its descendants and any process
                                         whose environment carries OA_TEST_TAG=<tag>
     processes_with_tag(tag) -> list     live processes whose environment has OA_TEST_TAG=<tag>
+    parse_events(text) -> list          the JSON objects among the lines of text
     rollout_files(codex_home) -> list   $CODEX_HOME/sessions/**/rollout-*.jsonl
 """
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -45,10 +45,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import psutil
 
+import realcli
+
 CODEX_VERSION = "0.169.0"
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-SETUP_SCRIPT = TESTS_DIR / "setup_codex.sh"
 NPM_DIR = Path(os.environ.get("CODEX_NPM_DIR") or (REPO_ROOT / ".cache" / "codex-npm"))
 def _outside_tmp(candidate: Path) -> Path:
     """`candidate`, unless it lies under /tmp or $TMPDIR (which workspace-write leaves writable,
@@ -69,25 +70,14 @@ MOCK_API_KEY = "mock-key"
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy", "socks_proxy",
                "grpc_proxy"}
 
-_binary_cache: Dict[str, Optional[str]] = {}
-_binary_error: Dict[str, str] = {}
-
-
-def _find_installed_binary() -> Optional[str]:
+def _installed() -> List[str]:
     pattern = str(NPM_DIR / "node_modules" / "@openai" / "codex-linux-*" / "vendor" / "*" / "bin" / "codex")
-    for cand in sorted(glob.glob(pattern)):
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
+    return sorted(glob.glob(pattern))
 
 
-def _binary_version(path: str) -> str:
-    try:
-        out = subprocess.run([path, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, timeout=30)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+_INSTALL = realcli.Install("codex", NPM_DIR, candidates=_installed,
+                           version_line=f"codex-cli {CODEX_VERSION}")
+_binary_version = realcli.version
 
 
 def codex_binary() -> Optional[str]:
@@ -95,51 +85,13 @@ def codex_binary() -> Optional[str]:
 
     Returns None only when node or npm are missing; raises RuntimeError when the install fails
     for any other reason (that must not be hidden as a skip)."""
-    if "path" in _binary_cache:
-        return _binary_cache["path"]
-    if "error" in _binary_error:
-        raise RuntimeError(_binary_error["error"])
-    override = os.environ.get("OA_REAL_CODEX_BIN")
-    if override:
-        _binary_cache["path"] = override
-        return override
-    found = _find_installed_binary()
-    if found and _binary_version(found) == f"codex-cli {CODEX_VERSION}":
-        _binary_cache["path"] = found
-        return found
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        _binary_cache["path"] = None
-        return None
-    try:
-        proc = subprocess.run(["bash", str(SETUP_SCRIPT), str(NPM_DIR)], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired as exc:
-        _binary_error["error"] = f"tests/setup_codex.sh timed out after {exc.timeout} s"
-        raise RuntimeError(_binary_error["error"]) from None
-    if proc.returncode == 2:  # node/npm missing (the script's own check)
-        _binary_cache["path"] = None
-        return None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
-        _binary_error["error"] = (f"tests/setup_codex.sh failed (rc {proc.returncode}):\n"
-                                  f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        raise RuntimeError(_binary_error["error"])
-    _binary_cache["path"] = lines[-1]
-    return lines[-1]
+    return _INSTALL.binary()
 
 
 def require_codex() -> str:
     """The binary path; skips the test when node/npm are missing, but fails it under CI=true."""
-    import pytest
-
-    path = codex_binary()
-    if path is None:
-        why = ("real Codex CLI needs node and npm: install them (e.g. apt-get install nodejs npm) "
-               "and run bash tests/setup_codex.sh")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why + " (CI=true: not skipping)", pytrace=False)
-        pytest.skip(why)
-    return path
+    return _INSTALL.require("real Codex CLI needs node and npm: install them (e.g. apt-get install "
+                            "nodejs npm) and run bash tests/setup_cli.sh codex")
 
 
 def write_codex_home(path: "os.PathLike[str] | str", port: int, *, model: str = "gpt-5.3-codex",
@@ -397,6 +349,19 @@ def run_codex(argv: Sequence[str], *, cwd: "os.PathLike[str] | str", env: Dict[s
     return CodexRun(argv=list(argv), returncode=proc.returncode, stdout=text,
                     stderr=err.decode("utf-8", "replace"), duration=duration, timed_out=timed_out,
                     events=events, non_json_stdout=junk)
+
+
+def parse_events(text: str) -> List[Dict[str, Any]]:
+    """The JSON objects among the lines of `text` (anything else is left out)."""
+    events = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events
 
 
 def rollout_files(codex_home: "os.PathLike[str] | str") -> List[Path]:

@@ -205,7 +205,7 @@ def test_root_is_refused_a_bypass_of_the_permission_checks(clis, mock):
         assert refused.returncode == 1 and refused.stdout == "", (name, refused.describe())
         assert "cannot be used with root/sudo privileges" in refused.stderr
         outcome = _classify(backend, refused)
-        assert outcome.kind == base.NOT_STARTED and "root" in outcome.detail
+        assert outcome.kind == base.REFUSED and "root" in outcome.detail
         # IS_SANDBOX=1 (the operator's explicit choice, never ours) lets it run.
         assert sandboxed.returncode == 0 and sandboxed.events[0]["permissionMode"] == "bypassPermissions", \
             (name, sandboxed.describe())

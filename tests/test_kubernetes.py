@@ -35,7 +35,7 @@ OVERLAYS = sorted(p for p in (KUBE / "overlays").iterdir() if (p / "kustomizatio
 # timeZone is GA from 1.27, podFailurePolicy from 1.31: the oldest version the manifests claim,
 # and the newest schema kubernetes-validate bundles.
 K8S_VERSIONS = ("1.31", kubernetes_validate.utils.latest_version())
-CODEX_PIN = re.search(r'CODEX_VERSION="([^"]+)"', (ROOT / "tests" / "setup_codex.sh").read_text()).group(1)
+CODEX_PIN = re.search(r'CODEX_VERSION="([^"]+)"', (ROOT / "tests" / "setup_cli.sh").read_text()).group(1)
 END_MARGIN_MIN = 15 * 60     # the end of a night (stop, checkpoint, report, publish) before the kill
 
 

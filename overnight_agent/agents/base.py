@@ -3,7 +3,9 @@
 Owns: the `Backend` protocol (argv for a fresh start and a resume, event parsing, outcome
 classification, environment, session-store lookups) and what a backend can do (`Capabilities`),
 the event, stop-reason and outcome types, how an attempt we stopped ended (`stopped_outcome`),
-and the environment every agent CLI may see (`ENV_ALLOWLIST`).
+the environment every agent CLI may see (`ENV_ALLOWLIST`), and the small helpers the backends
+read events and word outcomes with (`json_object`, `text_field`, `first_line`, `last_line`,
+`first_match_line`, `failure_kind`).
 Must not: run processes or touch state; backends are pure apart from reading their own
 session store.
 
@@ -12,9 +14,10 @@ sits behind this seam: Codex, Claude Code, Gemini CLI and any argv (`command`). 
 backend's capabilities, never its class.
 """
 import enum
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Pattern, Protocol, Sequence, Tuple
 
 # Passed through to an agent CLI when set; everything else in the supervisor's environment stays
 # out (each backend adds what its CLI needs: provider keys, its home folder).
@@ -162,3 +165,50 @@ class Backend(Protocol):
     def find_thread(self, cwd: Path) -> Optional[str]: ...
 
     def after_attempt(self, worktree: Path) -> Sequence[str]: ...
+
+
+# --- text helpers shared by the backends ----------------------------------------------------------
+
+def json_object(line: str) -> Optional[Dict[str, Any]]:
+    """The JSON object on one line of an agent's stdout; None for anything else (not JSON, nested
+    too deep to parse, or not an object)."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: nested a thousand levels deep
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def text_field(value) -> str:
+    """A string field of an event; "" when it holds anything else (str() of a nested object could
+    recurse as deep as the JSON did)."""
+    return value if isinstance(value, str) else ""
+
+
+def first_line(text: str) -> str:
+    """The first line of `text`, stripped, at most 300 characters ("" when there is none)."""
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of `text`, at most 300 characters ("no output" when there is none)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def first_match_line(text: str, pattern: Pattern[str]) -> str:
+    """The first line of `text` that `pattern` finds something in, stripped, at most 300
+    characters ("" when none does)."""
+    for line in text.splitlines():
+        if pattern.search(line):
+            return line.strip()[:300]
+    return ""
+
+
+def failure_kind(message: str, rules: Sequence[Tuple[Pattern[str], str]]) -> str:
+    """The outcome kind of the first (pattern, kind) rule whose pattern finds something in a failed
+    turn's message; `TURN_FAILED` when none does."""
+    for pattern, kind in rules:
+        if pattern.search(message):
+            return kind
+    return TURN_FAILED

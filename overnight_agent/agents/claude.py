@@ -13,7 +13,6 @@ bypassPermissions is refused by the CLI; it is reported, never replaced or force
 IS_SANDBOX=1).
 """
 import datetime as dt
-import json
 import os
 import re
 import uuid
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import base
-from .base import AttemptView, Event, Outcome
+from .base import (AttemptView, Event, Outcome, first_line, first_match_line, last_line,
+                   text_field)
 
 VERSION = "2.1.328"
 PROVIDER_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
@@ -141,15 +141,12 @@ class ClaudeBackend:
     def parse_line(self, line: str) -> Optional[Event]:
         """The event on one stream-json line; None for a line that is not a JSON object. A field
         of the wrong type reads as absent."""
-        try:
-            data = json.loads(line)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict):
+        data = base.json_object(line)
+        if data is None:
             return None
         kind, subtype = data.get("type"), data.get("subtype")
         if kind == "system" and subtype == "init":
-            session = _text(data.get("session_id"))
+            session = text_field(data.get("session_id"))
             session = session if _SESSION_ID.fullmatch(session) else None
             self._session, self._bash_calls = session, []
             return Event("thread_started", thread_id=session)
@@ -157,11 +154,11 @@ class ClaudeBackend:
             status = data.get("error_status")
             status = status if type(status) is int else None
             message = (f"API retry {_int(data.get('attempt'))}/{_int(data.get('max_retries'))}: "
-                       f"{status if status is not None else 'no response'} {_text(data.get('error'))}").strip()
+                       f"{status if status is not None else 'no response'} {text_field(data.get('error'))}").strip()
             return Event("error", message=message, network_wait=status is None)
         if kind == "system" and subtype == "permission_denied":
-            return Event("error", message=f"permission denied: {_text(data.get('tool_name'))}: "
-                                          f"{_first_line(_text(data.get('message')))}")
+            return Event("error", message=f"permission denied: {text_field(data.get('tool_name'))}: "
+                                          f"{first_line(text_field(data.get('message')))}")
         if kind == "assistant":
             return self._assistant(data)
         if kind == "user":
@@ -179,16 +176,16 @@ class ClaudeBackend:
         """One line per content block: text, thinking, or a tool call (Bash = a command)."""
         for block in self._blocks(data):
             if block.get("type") == "tool_use":
-                name = _text(block.get("name"))
+                name = text_field(block.get("name"))
                 if name == "Bash":
-                    self._bash_calls = (self._bash_calls + [_text(block.get("id"))])[-50:]
+                    self._bash_calls = (self._bash_calls + [text_field(block.get("id"))])[-50:]
                     command = block.get("input", {}).get("command") if isinstance(block.get("input"), dict) else ""
                     return Event("item", item_type="command_execution", phase="started", command=True,
-                                 message=_text(command)[:300] or None)
+                                 message=text_field(command)[:300] or None)
                 return Event("item", item_type="tool_use", phase="started", message=name or None)
             if block.get("type") == "text":
                 return Event("item", item_type="agent_message", phase="completed",
-                             message=_text(block.get("text"))[:300] or None)
+                             message=text_field(block.get("text"))[:300] or None)
             if block.get("type") in ("thinking", "redacted_thinking"):
                 return Event("item", item_type="reasoning", phase="completed")
         return Event("item", item_type="assistant", phase="completed")
@@ -197,19 +194,19 @@ class ClaudeBackend:
         """Tool results (the answer to a call: a Bash call ends here) and interruption notes."""
         for block in self._blocks(data):
             if block.get("type") == "tool_result":
-                call = _text(block.get("tool_use_id"))
+                call = text_field(block.get("tool_use_id"))
                 if call and call in self._bash_calls:
                     self._bash_calls.remove(call)
                     return Event("item", item_type="command_execution", phase="completed", command=True)
                 return Event("item", item_type="tool_result", phase="completed")
-            if block.get("type") == "text" and _text(block.get("text")).startswith("[Request interrupted"):
+            if block.get("type") == "text" and text_field(block.get("text")).startswith("[Request interrupted"):
                 # SIGINT: the result line that should follow is not guaranteed (measured: missing
                 # in about 1 run in 12 mid-command, always while waiting on the API).
-                return Event("turn_failed", message="interrupted: " + _text(block.get("text"))[:200])
+                return Event("turn_failed", message="interrupted: " + text_field(block.get("text"))[:200])
         return Event("other")
 
     def _result(self, data) -> Event:
-        session = _text(data.get("session_id"))
+        session = text_field(data.get("session_id"))
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         counts = {k: v for k, v in usage.items() if type(v) is int and k.endswith("_tokens")}
         self._bash_calls = []
@@ -231,15 +228,15 @@ class ClaudeBackend:
             return Outcome(base.THREAD_MISMATCH, f"asked {view.expected_thread}, got {view.thread_id}")
         stderr = view.stderr_tail
         if _ROOT_REFUSAL.search(stderr):
-            return Outcome(base.REFUSED, "refused as root: " + _first_match_line(stderr, _ROOT_REFUSAL)
+            return Outcome(base.REFUSED, "refused as root: " + first_match_line(stderr, _ROOT_REFUSAL)
                            + " (bypassPermissions needs a non-root user, or IS_SANDBOX=1 in a sandbox; "
                              "see docs/claude-code.md)")
         if _UNKNOWN_SESSION.search(view.turn_failed or "") or (
                 view.thread_id is None and _UNKNOWN_SESSION.search(stderr)):
-            return Outcome(base.UNKNOWN_THREAD, _first_match_line((view.turn_failed or "") + "\n" + stderr,
+            return Outcome(base.UNKNOWN_THREAD, first_match_line((view.turn_failed or "") + "\n" + stderr,
                                                                   _UNKNOWN_SESSION))
         if view.thread_id is None and _SESSION_IN_USE.search(stderr):
-            return Outcome(base.THREAD_BUSY, _first_match_line(stderr, _SESSION_IN_USE)
+            return Outcome(base.THREAD_BUSY, first_match_line(stderr, _SESSION_IN_USE)
                            + " (its transcript exists: resume it)")
         if view.turn_failed is not None:
             return _failed(view.turn_failed)
@@ -250,15 +247,15 @@ class ClaudeBackend:
         if rc is not None and rc < 0:
             return Outcome(base.KILLED, f"signal {-rc}")
         if view.thread_id is None:
-            return Outcome(base.CRASHED_BEFORE_THREAD, f"exit {rc}: {_last_line(stderr)}")
+            return Outcome(base.CRASHED_BEFORE_THREAD, f"exit {rc}: {last_line(stderr)}")
         if rc == 0:
             return Outcome(base.EXITED_EARLY, "exit 0 without a result line (interrupted while waiting "
                                               "on the API?)")
         if rc is not None and rc > 128 and rc - 128 in (1, 2, 9, 15):
             return Outcome(base.KILLED, f"signal {rc - 128} (exit {rc}, no result line)")
         if view.errors and _NETWORK.search(view.errors[-1]):
-            return Outcome(base.NETWORK_DOWN, _first_line(view.errors[-1]))
-        return Outcome(base.CRASHED, f"exit {rc}: {_last_line(stderr)}")
+            return Outcome(base.NETWORK_DOWN, first_line(view.errors[-1]))
+        return Outcome(base.CRASHED, f"exit {rc}: {last_line(stderr)}")
 
     # --- environment and session store ---------------------------------------------------------
 
@@ -308,14 +305,14 @@ class ClaudeBackend:
 
 def _failure_text(data) -> str:
     """A failed result as one line: `<terminal_reason or subtype> [<HTTP status>]: <text>`."""
-    reason = _text(data.get("terminal_reason")) or _text(data.get("subtype")) or "error"
+    reason = text_field(data.get("terminal_reason")) or text_field(data.get("subtype")) or "error"
     status = data.get("api_error_status")
-    text = _text(data.get("result"))
+    text = text_field(data.get("result"))
     if not text:
         errors = data.get("errors") if isinstance(data.get("errors"), list) else []
-        text = "; ".join(_text(e) for e in errors if isinstance(e, str)) or "is_error: true"
+        text = "; ".join(text_field(e) for e in errors if isinstance(e, str)) or "is_error: true"
     head = f"{reason} {status}" if type(status) is int else reason
-    return f"{head}: {_first_line(text)}"
+    return f"{head}: {first_line(text)}"
 
 
 def _failed(message: str) -> Outcome:
@@ -366,25 +363,6 @@ def usage_limit_detail(message: str, now: Optional[dt.datetime] = None) -> str:
     return head
 
 
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""
-
 
 def _int(value) -> str:
     return str(value) if type(value) is int else "?"
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _first_match_line(text: str, pattern) -> str:
-    for line in text.splitlines():
-        if pattern.search(line):
-            return line.strip()[:300]
-    return ""

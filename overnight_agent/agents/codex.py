@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from .. import gitops
 from . import base
-from .base import AttemptView, Event, Outcome
+from .base import (AttemptView, Event, Outcome, first_line, first_match_line, last_line,
+                   text_field)
 
 PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "CODEX_API_KEY")
 
@@ -28,6 +29,9 @@ _SERVER = re.compile(r"\b5\d\d\b|high demand|overloaded|internal server error|se
 _THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _NETWORK = re.compile(r"waiting for network|connection (failed|refused)|network is unreachable|"
                       r"error sending request|dns", re.I)
+# What a failed turn's message says, first match wins (`base.failure_kind`).
+_FAILURE_KINDS = ((_USAGE_LIMIT, base.USAGE_LIMIT), (_RATE_LIMIT, base.RATE_LIMITED),
+                  (_NETWORK, base.NETWORK_DOWN), (_SERVER, base.SERVER_ERROR))
 
 
 class CodexBackend:
@@ -81,15 +85,12 @@ class CodexBackend:
     def parse_line(self, line: str) -> Optional[Event]:
         """The event on one line of stdout; None for a line that is not a JSON object. A field of
         the wrong type reads as absent: its value would travel into argv, session.json, the budget."""
-        try:
-            data = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested a thousand levels deep
-            return None
-        if not isinstance(data, dict):
+        data = base.json_object(line)
+        if data is None:
             return None
         kind = data.get("type")
         if kind == "thread.started":
-            thread_id = _text(data.get("thread_id"))
+            thread_id = text_field(data.get("thread_id"))
             return Event("thread_started", thread_id=thread_id if _THREAD_ID.fullmatch(thread_id) else None)
         if kind == "turn.started":
             return Event("turn_started")
@@ -99,14 +100,14 @@ class CodexBackend:
             return Event("turn_completed", usage=counts or None)
         if kind == "turn.failed":
             error = data.get("error") if isinstance(data.get("error"), dict) else {}
-            return Event("turn_failed", message=_text(error.get("message")) or "turn failed")
+            return Event("turn_failed", message=text_field(error.get("message")) or "turn failed")
         if kind == "error":
-            message = _text(data.get("message"))
+            message = text_field(data.get("message"))
             return Event("error", message=message, network_wait=bool(_NETWORK.search(message)))
         if kind in ("item.started", "item.completed", "item.updated"):
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
-            item_type = _text(item.get("type")) or None
-            return Event("item", item_type=item_type, message=_text(item.get("message")) or None,
+            item_type = text_field(item.get("type")) or None
+            return Event("item", item_type=item_type, message=text_field(item.get("message")) or None,
                          phase=kind.split(".", 1)[1], command=item_type == "command_execution")
         return Event("other")
 
@@ -118,22 +119,22 @@ class CodexBackend:
                 and view.thread_id != view.expected_thread:
             return Outcome(base.THREAD_MISMATCH, f"asked {view.expected_thread}, got {view.thread_id}")
         if view.turn_failed is not None:
-            return Outcome(_failure_kind(view.turn_failed), _first_line(view.turn_failed))
+            return Outcome(base.failure_kind(view.turn_failed, _FAILURE_KINDS), first_line(view.turn_failed))
         if view.turn_completed:
             return Outcome(base.COMPLETED, f"exit {rc}")
         if rc is not None and rc < 0:
             return Outcome(base.KILLED, f"signal {-rc}")
         if view.thread_id is None:
             if _UNKNOWN_THREAD.search(view.stderr_tail):
-                return Outcome(base.UNKNOWN_THREAD, _first_match_line(view.stderr_tail, _UNKNOWN_THREAD))
+                return Outcome(base.UNKNOWN_THREAD, first_match_line(view.stderr_tail, _UNKNOWN_THREAD))
             if _THREAD_BUSY.search(view.stderr_tail):
-                return Outcome(base.THREAD_BUSY, _first_match_line(view.stderr_tail, _THREAD_BUSY))
-            return Outcome(base.CRASHED_BEFORE_THREAD, f"exit {rc}: {_last_line(view.stderr_tail)}")
+                return Outcome(base.THREAD_BUSY, first_match_line(view.stderr_tail, _THREAD_BUSY))
+            return Outcome(base.CRASHED_BEFORE_THREAD, f"exit {rc}: {last_line(view.stderr_tail)}")
         if rc == 0:
             return Outcome(base.EXITED_EARLY, "exit 0 without a completed turn")
         if view.errors and _NETWORK.search(view.errors[-1]):
-            return Outcome(base.NETWORK_DOWN, _first_line(view.errors[-1]))
-        return Outcome(base.CRASHED, f"exit {rc}: {_last_line(view.stderr_tail)}")
+            return Outcome(base.NETWORK_DOWN, first_line(view.errors[-1]))
+        return Outcome(base.CRASHED, f"exit {rc}: {last_line(view.stderr_tail)}")
 
     # --- environment and session store ---------------------------------------------------------
 
@@ -214,37 +215,3 @@ def _rollout_thread_and_cwd(path: Path):
     except OSError:
         return None, None
     return thread, cwd
-
-
-def _text(value) -> str:
-    """A string field of an event; "" when it holds anything else (str() of a nested object could
-    recurse as deep as the JSON did)."""
-    return value if isinstance(value, str) else ""
-
-
-def _failure_kind(message: str) -> str:
-    if _USAGE_LIMIT.search(message):
-        return base.USAGE_LIMIT
-    if _RATE_LIMIT.search(message):
-        return base.RATE_LIMITED
-    if _NETWORK.search(message):
-        return base.NETWORK_DOWN
-    if _SERVER.search(message):
-        return base.SERVER_ERROR
-    return base.TURN_FAILED
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _first_match_line(text: str, pattern) -> str:
-    for line in text.splitlines():
-        if pattern.search(line):
-            return line.strip()[:300]
-    return ""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import base
-from .base import AttemptView, Event, Outcome
+from .base import (AttemptView, Event, Outcome, first_line, first_match_line, last_line,
+                   text_field)
 
 VERSION = "0.61.0"
 PROVIDER_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")
@@ -54,6 +55,10 @@ _NETWORK = re.compile(r"fetch failed|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ENETUNREAC
 _SERVER = re.compile(r"\b5\d\d\b|INTERNAL|UNAVAILABLE|overloaded|high demand|"
                      r"ended without a finish reason|invalid stream|deadline exceeded|timed? ?out|"
                      r"exhausted your capacity|capacity exceeded", re.I)
+# What a failed turn's message says, first match wins (`base.failure_kind`); none: turn_failed
+# (auth (401/403), 400, the turn limit: the detail says which).
+_FAILURE_KINDS = ((_USAGE_LIMIT, base.USAGE_LIMIT), (_RATE_LIMIT, base.RATE_LIMITED),
+                  (_NETWORK, base.NETWORK_DOWN), (_SERVER, base.SERVER_ERROR))
 # An API error with no `result` line (cut output): the exit status is the HTTP status & 0xFF.
 _RC_HTTP = {429 & 0xFF: 429, **{code & 0xFF: code for code in (500, 502, 503, 504)}}
 
@@ -111,39 +116,36 @@ class GeminiBackend:
     def parse_line(self, line: str) -> Optional[Event]:
         """The event on one line of stdout; None for a line that is not a JSON object. A field of
         the wrong type reads as absent."""
-        try:
-            data = json.loads(line)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict):
+        data = base.json_object(line)
+        if data is None:
             return None
         kind = data.get("type")
         if kind == "init":
-            session = _text(data.get("session_id"))
+            session = text_field(data.get("session_id"))
             self._session = session if _SESSION_ID.fullmatch(session) else None
             return Event("thread_started", thread_id=self._session)
         if kind == "message":
             if data.get("role") == "user":
                 return Event("turn_started")
             return Event("item", item_type="agent_message", phase="completed",
-                         message=_text(data.get("content")) or None)
+                         message=text_field(data.get("content")) or None)
         if kind == "tool_use":
             shell = data.get("tool_name") == SHELL_TOOL
             params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
             return Event("item", item_type="command_execution" if shell else "tool_use", phase="started",
-                         command=shell, message=_text(params.get("command")) or None)
+                         command=shell, message=text_field(params.get("command")) or None)
         if kind == "tool_result":
-            shell = _text(data.get("tool_id")).startswith(SHELL_TOOL + "__")
+            shell = text_field(data.get("tool_id")).startswith(SHELL_TOOL + "__")
             return Event("item", item_type="command_execution" if shell else "tool_use",
                          phase="completed", command=shell)
         if kind == "error":
-            return Event("error", message=_text(data.get("message")))
+            return Event("error", message=text_field(data.get("message")))
         if kind == "result":
             if data.get("status") == "success":
                 stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
                 return Event("turn_completed", usage=self._cumulative(_usage(stats)))
             error = data.get("error") if isinstance(data.get("error"), dict) else {}
-            return Event("turn_failed", message=_text(error.get("message")) or _text(error.get("type"))
+            return Event("turn_failed", message=text_field(error.get("message")) or text_field(error.get("type"))
                          or "result status error")
         return Event("other")
 
@@ -198,10 +200,10 @@ class GeminiBackend:
             message = view.turn_failed
             if message == "result status error" and view.errors:  # an invalid stream: error event first
                 message = view.errors[-1]
-            kind = _failure_kind(message)
+            kind = base.failure_kind(message, _FAILURE_KINDS)
             if kind == base.TURN_FAILED and _AUTH.search(message):
-                return Outcome(base.AUTH_FAILED, "auth: " + _first_line(message))
-            return Outcome(kind, _first_line(message))
+                return Outcome(base.AUTH_FAILED, "auth: " + first_line(message))
+            return Outcome(kind, first_line(message))
         if view.turn_completed:
             return Outcome(base.COMPLETED, f"exit {rc}")
         if rc is not None and rc < 0:
@@ -211,14 +213,14 @@ class GeminiBackend:
             if rc == RC_INPUT and _SESSION_EXISTS.search(stderr):
                 # Our id is taken: a process of an earlier supervisor made it. It is this night's
                 # conversation (the id was saved before that spawn): sweep, then resume it.
-                return Outcome(base.THREAD_BUSY, _first_match_line(stderr, _SESSION_EXISTS))
+                return Outcome(base.THREAD_BUSY, first_match_line(stderr, _SESSION_EXISTS))
             if rc == RC_INPUT or _UNKNOWN_SESSION.search(stderr):
-                return Outcome(base.UNKNOWN_THREAD, _first_match_line(stderr, _UNKNOWN_SESSION)
-                               or f"exit {rc}: {_last_line(stderr)}")
+                return Outcome(base.UNKNOWN_THREAD, first_match_line(stderr, _UNKNOWN_SESSION)
+                               or f"exit {rc}: {last_line(stderr)}")
             if rc == RC_AUTH:
-                return Outcome(base.AUTH_FAILED, f"auth: exit {rc}: {_last_line(stderr)}")
+                return Outcome(base.AUTH_FAILED, f"auth: exit {rc}: {last_line(stderr)}")
             why = "config: " if rc == RC_CONFIG else ""
-            return Outcome(base.CRASHED_BEFORE_THREAD, f"{why}exit {rc}: {_last_line(stderr)}")
+            return Outcome(base.CRASHED_BEFORE_THREAD, f"{why}exit {rc}: {last_line(stderr)}")
         if rc == 0:
             # No result: the CLI exits 0 when SIGINT/SIGTERM reach it, and when its output is cut.
             return Outcome(base.EXITED_EARLY, "exit 0 without a result event (a signal or a cut stream)")
@@ -228,8 +230,8 @@ class GeminiBackend:
         if status:
             return Outcome(base.SERVER_ERROR, f"exit {rc} (HTTP {status}) without a result event")
         if _NETWORK.search(stderr):
-            return Outcome(base.NETWORK_DOWN, _first_match_line(stderr, _NETWORK))
-        return Outcome(base.CRASHED, f"exit {rc}: {_last_line(stderr)}")
+            return Outcome(base.NETWORK_DOWN, first_match_line(stderr, _NETWORK))
+        return Outcome(base.CRASHED, f"exit {rc}: {last_line(stderr)}")
 
     # --- environment, settings and session store -----------------------------------------------
 
@@ -358,35 +360,3 @@ def _usage(stats: Dict[str, Any]) -> Optional[Dict[str, int]]:
              "total_tokens": "total_tokens", "cached": "cached_input_tokens"}
     counts = {ours: stats[theirs] for theirs, ours in names.items() if type(stats.get(theirs)) is int}
     return counts or None
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _failure_kind(message: str) -> str:
-    if _USAGE_LIMIT.search(message):
-        return base.USAGE_LIMIT
-    if _RATE_LIMIT.search(message):
-        return base.RATE_LIMITED
-    if _NETWORK.search(message):
-        return base.NETWORK_DOWN
-    if _SERVER.search(message):
-        return base.SERVER_ERROR
-    return base.TURN_FAILED  # auth (401/403), 400, the turn limit: the detail says which
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _first_match_line(text: str, pattern) -> str:
-    for line in text.splitlines():
-        if pattern.search(line):
-            return line.strip()[:300]
-    return ""

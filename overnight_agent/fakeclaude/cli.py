@@ -4,7 +4,7 @@ Owns: commander-style parsing (variadic `--allowedTools`, `--` before the prompt
 refusals in claude's words (root with a bypass of the permission checks, a reused
 `--session-id`, an unknown `--resume` id), the stream-json lines, the permission decision for
 Bash, playing the scenario's steps (commands in sessions of their own), the exit codes and the
-signals (a one-line handler raises `_Interrupted`; `run` ends the turn the way claude does).
+signals (a one-line handler raises `Interrupted`; `run` ends the turn the way claude does).
 See the package's docstring for what it must not do.
 """
 import contextlib
@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +20,10 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional
 
+from ..fakecodex.common import (CommonSteps, Interrupted, SignalGate, StartupError, kill_group,
+                               run_shell, err as _err, out as _out)
 from ..fakecodex.scenario import ScenarioError, Step, load_scenario
-from .store import (VERSION, StartupError, Transcript, config_dir, ensure_private_dir, find_transcript,
+from .store import (VERSION, Transcript, config_dir, ensure_private_dir, find_transcript,
                     iso_now, last_model, next_invocation, scenario_path, transcript_path)
 
 DEFAULT_MODEL = "claude-opus-5-5"
@@ -46,25 +47,6 @@ SUBAGENT_STATS = {"spawned": 0, "requested": {"background": 0, "foreground": 0, 
                   "failed": 0, "killed": {"parent": 0, "user": 0, "system": 0},
                   "refused": {"depth_limit": 0, "concurrency_limit": 0, "budget": 0}, "by_type": {}}
 MSG_NO_INPUT = "Error: Input must be provided either through stdin or as a prompt argument when using --print"
-
-
-def _write(stream, text: str) -> None:
-    try:
-        stream.buffer.write(text.encode("utf-8"))
-        stream.buffer.flush()
-    except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except (ValueError, AttributeError):
-        pass
-
-
-def _out(text: str) -> None:
-    _write(sys.stdout, text if text.endswith("\n") else text + "\n")
-
-
-def _err(text: str) -> None:
-    _write(sys.stderr, text if text.endswith("\n") else text + "\n")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -187,80 +169,6 @@ def _bypass_asked(args: Dict[str, Any]) -> bool:
                 or args.get("permission_mode") == "bypassPermissions")
 
 
-# ----------------------------------------------------------------------------- signals
-
-class _Interrupted(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class SignalGate:
-    """SIGINT/SIGTERM/SIGHUP -> _Interrupted, except SIGTERM once `ignore_sigterm` is set."""
-
-    def __init__(self):
-        self.ignore_sigterm = False
-        self.held = False
-        self.pending: Optional[int] = None
-
-    def install(self) -> "SignalGate":
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        if signum == signal.SIGTERM and self.ignore_sigterm:
-            return
-        if self.held:  # between starting a command and recording it: raise once it is recorded
-            self.pending = self.pending or signum
-            return
-        raise _Interrupted(signum)
-
-    @contextlib.contextmanager
-    def hold(self):
-        """Signals wait until the block ends (a command started must be known before a signal
-        can unwind the turn, or it would outlive it)."""
-        self.held = True
-        try:
-            yield
-        finally:
-            self.held = False
-            if self.pending is not None:
-                signum, self.pending = self.pending, None
-                raise _Interrupted(signum)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def spawn_setsid_sleeper(seconds: float) -> int:
-    """Double-fork a `sleep` in a session of its own (an orphan on purpose); returns its pid."""
-    sleep_bin = shutil.which("sleep") or "/bin/sleep"
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(read_fd)
-            grandchild = os.fork()
-            if grandchild == 0:
-                os.close(write_fd)
-                os.setsid()
-                devnull = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(devnull, fd)
-                os.execv(sleep_bin, ["sleep", f"{seconds:g}"])
-            os.write(write_fd, str(grandchild).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as fh:
-        data = fh.read()
-    os.waitpid(child, 0)
-    return int(data)
-
-
 # ----------------------------------------------------------------------------- usage-limit text
 
 def usage_limit_text(value: Any, now: Optional[dt.datetime] = None) -> str:
@@ -288,7 +196,7 @@ def _usage_block(counts: Dict[str, int]) -> Dict[str, Any]:
             "inference_geo": "", "iterations": [], "speed": "standard", "fallback_credit": None}
 
 
-class Turn:
+class Turn(CommonSteps):
     """Plays one invocation of the scenario as one `-p` run of the session."""
 
     def __init__(self, args: Dict[str, Any], session_id: str, cwd: str, model: str, mode: str,
@@ -440,7 +348,7 @@ class Turn:
 
     def kill_running(self) -> None:
         for pgid in list(self.running):
-            _kill_group(pgid)
+            kill_group(pgid)
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 self.running.pop(pgid).wait(timeout=5)
         self.open_call = None
@@ -472,26 +380,16 @@ class Turn:
                       {"tool_use_result": f"Error: {message}"})
             return None
         self.open_call = call
-        with tempfile.TemporaryFile() as capture:
-            with self.gate.hold():
-                proc = subprocess.Popen(["/bin/bash", "-c", cmd], cwd=self.cwd, env=dict(os.environ),
-                                        stdin=subprocess.DEVNULL, stdout=capture, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-                self.running[proc.pid] = proc
-            try:
-                code = proc.wait(timeout=options.get("yield_after"))
-            except subprocess.TimeoutExpired:  # moved to the background; killed at the turn's end
-                self.open_call = None
-                self.user([{"tool_use_id": call, "type": "tool_result", "is_error": False,
-                            "content": f"Command running in background with ID: {proc.pid}"}],
-                          {"tool_use_result": {"stdout": "", "stderr": "", "interrupted": False, "isImage": False,
-                                               "noOutputExpected": False, "backgroundTaskId": str(proc.pid)}})
-                return None
-            self.running.pop(proc.pid, None)
-            self.open_call = None
-            capture.seek(0)
-            output = capture.read().decode("utf-8", errors="replace").rstrip("\n")
-        code = code if code >= 0 else 128 - code
+        proc, code, output = run_shell(cmd, cwd=self.cwd, env=dict(os.environ), running=self.running,
+                                       yield_after=options.get("yield_after"), hold=self.gate.hold())
+        self.open_call = None
+        if code is None:  # moved to the background; killed at the turn's end
+            self.user([{"tool_use_id": call, "type": "tool_result", "is_error": False,
+                        "content": f"Command running in background with ID: {proc.pid}"}],
+                      {"tool_use_result": {"stdout": "", "stderr": "", "interrupted": False, "isImage": False,
+                                           "noOutputExpected": False, "backgroundTaskId": str(proc.pid)}})
+            return None
+        output = output.rstrip("\n")
         meta = {"tool_result_meta": [{"id": call, "permission_decision": {
             "decision": "accept", "source": "config", "reason_type": "mode"}}]}
         if code == 0:
@@ -504,9 +402,6 @@ class Turn:
             self.user([{"type": "tool_result", "content": text, "is_error": True, "tool_use_id": call}],
                       {"tool_use_result": f"Error: {text}", **meta})
         return None
-
-    def _step_sleep(self, seconds, _options):
-        time.sleep(seconds)
 
     def _step_usage(self, usage, _options):
         self.explicit_usage = True
@@ -544,23 +439,6 @@ class Turn:
                        "retry_delay_ms": int(interval * 1000), "error_status": None, "error": "unknown",
                        "session_id": self.session_id, "uuid": str(uuid.uuid4())})
             time.sleep(interval)
-
-    def _step_hang(self, enabled, _options):
-        while enabled:
-            time.sleep(3600)
-
-    def _step_ignore_sigterm(self, enabled, _options):
-        self.gate.ignore_sigterm = enabled
-
-    def _step_spawn_setsid_grandchild(self, seconds, _options):
-        self._step_message(f"spawned {spawn_setsid_sleeper(seconds)}", {})
-
-    def _step_write_file(self, spec, _options):
-        path = os.path.join(self.cwd, spec["path"])
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a" if spec["append"] else "w", encoding="utf-8") as fh:
-            fh.write(spec["text"])
 
 
 # ----------------------------------------------------------------------------- a run
@@ -649,7 +527,7 @@ def run(args: Dict[str, Any]) -> int:
     except StartupError as exc:
         _err(str(exc))
         return 1
-    except _Interrupted as exc:
+    except Interrupted as exc:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         if turn is None:
@@ -681,7 +559,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     try:
         return run(args)
-    except _Interrupted as exc:  # a signal during the final clean-up
+    except Interrupted as exc:  # a signal during the final clean-up
         return 0 if exc.signum == signal.SIGINT else 128 + exc.signum
 
 

@@ -9,24 +9,15 @@ counter (`fake_claude_state.json`: which scenario invocation plays), and where t
 Must not: print (the command line does) or play a turn.
 """
 import contextlib
-import datetime as dt
-import fcntl
 import json
 import os
 import re
-import tempfile
 from typing import Any, Dict, Optional
 
+from ..fakecodex import common
+from ..fakecodex.common import claim_invocation, ensure_private_dir, iso_now
+
 VERSION = "2.1.328"
-
-
-class StartupError(Exception):
-    """A failure before the session starts: its text goes to stderr, exit 1."""
-
-
-def iso_now() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def config_dir() -> str:
@@ -37,16 +28,6 @@ def config_dir() -> str:
 def mangle(cwd: str) -> str:
     """claude's project folder for a cwd: every non-alphanumeric character becomes '-'."""
     return re.sub(r"[^A-Za-z0-9]", "-", cwd)
-
-
-def ensure_private_dir(path: str) -> None:
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        ensure_private_dir(parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
 
 
 def transcript_path(home: str, cwd: str, session_id: str) -> str:
@@ -114,28 +95,9 @@ class Transcript:
 def next_invocation(home: str) -> int:
     """Claim the next turn number (0-based) of this config dir, atomically under flock."""
     ensure_private_dir(home)
-    path = os.path.join(home, "fake_claude_state.json")
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                state = json.load(fh)
-        except (OSError, ValueError):
-            state = {}
-        number = int(state.get("invocations", 0)) if isinstance(state, dict) else 0
-        handle, tmp = tempfile.mkstemp(prefix="fake_claude_state.", dir=home)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump({"invocations": number + 1}, out)
-        os.replace(tmp, path)
-    finally:
-        os.close(fd)
-    return number
+    return claim_invocation(os.path.join(home, "fake_claude_state.json"))
 
 
 def scenario_path(home: str) -> Optional[str]:
-    explicit = os.environ.get("FAKE_CLAUDE_SCENARIO")
-    if explicit:
-        return explicit
-    default = os.path.join(home, "fake_claude_scenario.yaml")
-    return default if os.path.exists(default) else None
+    """`$FAKE_CLAUDE_SCENARIO`, else `fake_claude_scenario.yaml` in the config dir."""
+    return common.scenario_path(home, "claude")

@@ -22,13 +22,15 @@ Must not:
   - leave processes behind, except the ones a scenario asks for (`spawn_setsid_grandchild`, or
     background jobs of a `shell` step), which is the point of those steps.
 
-Signals are turned into an exception (`_Interrupted`) by a one-line handler; `run_exec` catches
+Signals are turned into an exception (`common.Interrupted`) by a one-line handler; `run_exec` catches
 it, kills the running commands' process groups and exits the way codex does.
 
     python -m overnight_agent.fakecodex exec --json "PROMPT"      (or: overnight-agent-fake-codex)
 
 The package: `cli` (the command line, the turn, signals), `store` (CODEX_HOME: sessions, the
-writer lock, the queue, config.toml), `scenario` (the steps, codex's usage-limit texts).
+writer lock, the queue, config.toml), `scenario` (the steps, codex's usage-limit texts), `common` (what fakeclaude and fakegemini
+do the same way and import from here: output, the signal gate, shell steps in sessions of their
+own, the setsid sleeper, the store helpers).
 """
 from .cli import main
 

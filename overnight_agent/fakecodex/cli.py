@@ -3,27 +3,27 @@
 Owns: clap-style parsing and usage errors (exit 2), the prompt (stdin as codex reads it), the
 settings a turn runs with (nothing comes from the thread), the `--json` event stream and the
 human output, playing the scenario's steps (commands in sessions of their own), the exit codes,
-and the signals (a one-line handler raises `_Interrupted`; `run_exec` kills the running
+and the signals (a one-line handler raises `Interrupted`; `run_exec` kills the running
 commands and exits the way codex does). See the package's docstring for what it must not do.
 """
 import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from .common import (CommonSteps, Interrupted, SignalGate, iso_now, kill_group, run_shell,
+                     err as _err, out as _out)
 from .scenario import (DEFAULT_TURN_USAGE, ScenarioError, Step, load_scenario, scenario_path,
                        usage_limit_message)
-from .store import (MSG_TURN_ABORTED, USAGE_KEYS, VERSION, Rollout, StartupError, Thread, _iso_now,
+from .store import (MSG_TURN_ABORTED, USAGE_KEYS, VERSION, Rollout, StartupError, Thread,
                     codex_home, load_config, next_invocation, open_thread, queue_message, take_queued,
                     uuid7)
 
@@ -36,31 +36,6 @@ MSG_UNTRUSTED = "Not inside a trusted directory and --skip-git-repo-check was no
 MSG_METADATA = ("Model metadata for `{model}` not found. Defaulting to fallback metadata; "
                 "this can degrade performance and cause issues.")
 MSG_NETWORK = "Reconnecting... waiting for network (Connection failed: error sending request)"
-
-
-def _write(stream, text: str) -> None:
-    """Write UTF-8 text and flush; a closed reader (EPIPE) silences the stream for good."""
-    try:
-        buffer = getattr(stream, "buffer", None)
-        if buffer is not None:
-            buffer.write(text.encode("utf-8"))
-            buffer.flush()
-        else:
-            stream.write(text)
-            stream.flush()
-    except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except ValueError:  # stream closed
-        pass
-
-
-def _out(text: str) -> None:
-    _write(sys.stdout, text if text.endswith("\n") else text + "\n")
-
-
-def _err(text: str) -> None:
-    _write(sys.stderr, text if text.endswith("\n") else text + "\n")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -369,72 +344,12 @@ def resolve_prompt(prompt: Optional[str], resume: bool = False) -> str:
 
 # ----------------------------------------------------------------------------- signals
 
-class _Interrupted(BaseException):
-    """Raised by the signal handler in the main thread; run_exec turns it into codex's exit."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class SignalGate:
-    """SIGINT/SIGTERM/SIGHUP -> _Interrupted, except SIGTERM once `ignore_sigterm` is set."""
-
-    def __init__(self):
-        self.ignore_sigterm = False
-
-    def install(self) -> "SignalGate":
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        if not (signum == signal.SIGTERM and self.ignore_sigterm):
-            raise _Interrupted(signum)
-
-
 def _die_by(signum: int) -> None:
     """Exit by the signal itself, so the parent sees -signum / 128+signum."""
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     time.sleep(1)
     os._exit(128 + signum)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def spawn_setsid_sleeper(seconds: float) -> int:
-    """Double-fork a `sleep` that calls setsid (its own session, parent init), stdio on /dev/null,
-    environment inherited, like a test server that daemonizes. Returns its pid."""
-    sleep_bin = shutil.which("sleep") or "/bin/sleep"
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:
-        _orphan_child(read_fd, write_fd, sleep_bin, seconds)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as fh:
-        data = fh.read()
-    os.waitpid(child, 0)
-    return int(data)
-
-
-def _orphan_child(read_fd: int, write_fd: int, sleep_bin: str, seconds: float) -> None:
-    try:
-        os.close(read_fd)
-        grandchild = os.fork()
-        if grandchild == 0:
-            os.close(write_fd)
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.execv(sleep_bin, ["sleep", f"{seconds:g}"])
-        os.write(write_fd, str(grandchild).encode())
-    finally:
-        os._exit(0)
 
 
 # ----------------------------------------------------------------------------- the turn
@@ -486,7 +401,7 @@ def _message_item(role: str, text: str) -> Dict[str, Any]:
     return {"type": "message", "role": role, "content": [{"type": content_type, "text": text}]}
 
 
-class Agent:
+class Agent(CommonSteps):
     """Plays one invocation of the scenario as one turn of the thread."""
 
     def __init__(self, out: Output, rollout: Rollout, settings: Dict[str, Any],
@@ -586,7 +501,7 @@ class Agent:
 
     def kill_running(self) -> None:
         for pgid in list(self.running):
-            _kill_group(pgid)
+            kill_group(pgid)
             with contextlib.suppress(subprocess.SubprocessError, OSError):
                 self.running.pop(pgid).wait(timeout=5)
 
@@ -619,22 +534,13 @@ class Agent:
         self.rollout.append("response_item", {
             "type": "function_call", "name": "exec_command", "call_id": call_id,
             "arguments": json.dumps({"cmd": cmd, "yield_time_ms": 10000})})
-        with tempfile.TemporaryFile() as capture:
-            proc = subprocess.Popen(["/bin/bash", "-c", cmd], cwd=self.cwd, env=self._command_env(),
-                                    stdin=subprocess.DEVNULL, stdout=capture,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            self.running[proc.pid] = proc
-            try:
-                code = proc.wait(timeout=options.get("yield_after"))
-            except subprocess.TimeoutExpired:  # trap 8: no item.completed, killed at turn end
-                self.rollout.append("response_item", {
-                    "type": "function_call_output", "call_id": call_id,
-                    "output": f"Process running with session ID {proc.pid}"})
-                return None
-            self.running.pop(proc.pid, None)
-            capture.seek(0)
-            output = capture.read().decode("utf-8", errors="replace")
-        code = code if code >= 0 else 128 - code
+        proc, code, output = run_shell(cmd, cwd=self.cwd, env=self._command_env(), running=self.running,
+                                       yield_after=options.get("yield_after"))
+        if code is None:  # trap 8: no item.completed, killed at turn end
+            self.rollout.append("response_item", {
+                "type": "function_call_output", "call_id": call_id,
+                "output": f"Process running with session ID {proc.pid}"})
+            return None
         self.rollout.append("response_item", {
             "type": "function_call_output", "call_id": call_id,
             "output": f"Process exited with code {code}\nOutput:\n{output}"})
@@ -643,16 +549,13 @@ class Agent:
         self.out.event({"type": "item.completed", "item": item})
         return None
 
-    def _step_sleep(self, seconds, _options):
-        time.sleep(seconds)
-
     def _step_usage(self, usage, _options):
         self.turn_usage = self.turn_usage or {}
         for key, count in usage.items():
             self.turn_usage[key] = self.turn_usage.get(key, 0) + count
 
     def _step_crash(self, code, _options):
-        _err(f"{_iso_now()} ERROR codex_core::codex: crash")
+        _err(f"{iso_now()} ERROR codex_core::codex: crash")
         return code
 
     def _step_exit_early(self, enabled, _options):
@@ -674,24 +577,8 @@ class Agent:
             self.out.event({"type": "error", "message": MSG_NETWORK})
             time.sleep(interval)
 
-    def _step_hang(self, enabled, _options):
-        while enabled:
-            time.sleep(3600)
-
-    def _step_ignore_sigterm(self, enabled, _options):
-        self.gate.ignore_sigterm = enabled
-
-    def _step_spawn_setsid_grandchild(self, seconds, _options):
-        pid = spawn_setsid_sleeper(seconds)
-        self._step_message(f"spawned {pid}", {})
-
-    def _step_write_file(self, spec, _options):
-        path = os.path.join(self.cwd, spec["path"])
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "a" if spec["append"] else "w", encoding="utf-8") as fh:
-            fh.write(spec["text"])
+    def _step_write_file(self, spec, options):
+        super()._step_write_file(spec, options)
         self.rollout.append("event_msg", {"type": "fake_write_file", "path": spec["path"]})
 
 
@@ -750,7 +637,7 @@ def run_exec(args: ExecArgs) -> int:
         rollout = Rollout(None if args.ephemeral else thread.rollout_path)
         if not thread.resumed:
             rollout.append("session_meta", {
-                "id": thread.thread_id, "timestamp": _iso_now(), "cwd": settings["cwd"],
+                "id": thread.thread_id, "timestamp": iso_now(), "cwd": settings["cwd"],
                 "originator": "codex_exec", "cli_version": VERSION, "source": "exec"})
         out = Output(args.json, settings["cwd"])
         agent = Agent(out, rollout, settings, thread.usage, gate, output_file)
@@ -773,7 +660,7 @@ def run_exec(args: ExecArgs) -> int:
     except StartupError as exc:
         _err(str(exc))
         return 1
-    except _Interrupted as exc:
+    except Interrupted as exc:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # no second unwinding
             signal.signal(signum, signal.SIG_IGN)
         if agent is not None and exc.signum == signal.SIGINT:
@@ -846,7 +733,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except StartupError as exc:
         _err(str(exc))
         return 1
-    except _Interrupted as exc:  # a signal during the final clean-up
+    except Interrupted as exc:  # a signal during the final clean-up
         if exc.signum != signal.SIGINT:
             _die_by(exc.signum)
         return 1

@@ -8,10 +8,10 @@ CODEX_HOME, else a built-in one), and the usage-limit wording (measured). Must n
 """
 import datetime as dt
 import json
-import os
 from collections import namedtuple
 from typing import Any, Dict, Optional
 
+from . import common
 from .store import USAGE_KEYS
 
 DEFAULT_TURN_USAGE = {"input_tokens": 200, "output_tokens": 40}
@@ -164,11 +164,8 @@ def parse_scenario(doc: Any) -> Dict[str, Any]:
 
 
 def scenario_path(home: str) -> Optional[str]:
-    explicit = os.environ.get("FAKE_CODEX_SCENARIO")
-    if explicit:
-        return explicit
-    default = os.path.join(home, "fake_codex_scenario.yaml")
-    return default if os.path.exists(default) else None
+    """`$FAKE_CODEX_SCENARIO`, else `fake_codex_scenario.yaml` in CODEX_HOME."""
+    return common.scenario_path(home, "codex")
 
 
 def load_scenario(path: Optional[str]) -> Dict[str, Any]:

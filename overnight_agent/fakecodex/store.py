@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ except ImportError:  # pragma: no cover - depends on the Python version
         import tomli as _toml  # type: ignore[no-redef]
     except ImportError:
         _toml = None
+
+from .common import StartupError, claim_invocation, ensure_private_dir, flocked, iso_now, read_json, write_json_atomic
 
 VERSION = "0.169.0"
 USAGE_KEYS = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens",
@@ -48,11 +49,6 @@ MSG_TURN_ABORTED = ("<turn_aborted>\nThe user interrupted the previous turn on p
 
 # ----------------------------------------------------------------------------- small effects
 
-def _iso_now() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
 def uuid7() -> str:
     """A UUIDv7 string (48-bit millisecond clock, version 7, random rest), as codex's thread ids."""
     millis = time.time_ns() // 1_000_000
@@ -60,49 +56,6 @@ def uuid7() -> str:
     value = ((millis & (2**48 - 1)) << 80) | (0x7 << 76) | (((rand >> 68) & 0xFFF) << 64)
     value |= (0b10 << 62) | (rand & (2**62 - 1))
     return str(uuid.UUID(int=value))
-
-
-def _ensure_private_dir(path: str) -> None:
-    """Create `path` and its missing parents with mode 0700, as codex does for its sessions."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _ensure_private_dir(parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-
-
-@contextlib.contextmanager
-def _flocked(path: str):
-    """Hold an exclusive (blocking) flock on `path` for the duration of the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: str, default: Any) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return default
-    except ValueError:
-        return default
-
-
-def _write_json_atomic(path: str, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
-
-
-class StartupError(Exception):
-    """A failure before the thread starts: its text goes to stderr, exit 1, nothing on stdout."""
 
 
 def _zero_usage() -> Dict[str, int]:
@@ -284,7 +237,7 @@ def new_rollout_path(home: str, thread_id: str) -> str:
     now = dt.datetime.now(dt.timezone.utc)
     day_dir = os.path.join(home, "sessions", now.strftime("%Y"), now.strftime("%m"),
                            now.strftime("%d"))
-    _ensure_private_dir(day_dir)
+    ensure_private_dir(day_dir)
     return os.path.join(day_dir, f"rollout-{now.strftime('%Y-%m-%dT%H-%M-%S')}-{thread_id}.jsonl")
 
 
@@ -313,7 +266,7 @@ class Rollout:
     def append(self, kind: str, payload: Dict[str, Any]) -> None:
         if self._fh is None:
             return
-        record = {"timestamp": _iso_now(), "type": kind, "payload": payload}
+        record = {"timestamp": iso_now(), "type": kind, "payload": payload}
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         self._fh.write(line + "\n")
         self._fh.flush()
@@ -363,7 +316,7 @@ def open_thread(home: str, args, cwd: str) -> Thread:
     summary = read_rollout(path)
     lock_fd = acquire_writer_lock(path)
     if lock_fd is None:
-        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id, ts=_iso_now()))
+        raise StartupError(MSG_ACTIVE_WRITER.format(id=summary.thread_id, ts=iso_now()))
     return Thread(summary.thread_id, path, lock_fd, summary.usage, resumed=True)
 
 
@@ -375,14 +328,14 @@ def _queue_path(home: str) -> str:
 
 def queue_message(home: str, thread_id: str, message: str) -> str:
     """Append a message for the thread's next turn; returns the message's id (a UUIDv7)."""
-    _ensure_private_dir(home)
+    ensure_private_dir(home)
     path = _queue_path(home)
     message_id = uuid7()
-    with _flocked(path + ".lock"):
-        queue = _read_json(path, [])
+    with flocked(path + ".lock"):
+        queue = read_json(path, [])
         queue.append({"id": message_id, "thread_id": thread_id, "message": message,
-                      "queued_at": _iso_now()})
-        _write_json_atomic(path, queue)
+                      "queued_at": iso_now()})
+        write_json_atomic(path, queue)
     return message_id
 
 
@@ -391,23 +344,17 @@ def take_queued(home: str, thread_id: str) -> List[str]:
     path = _queue_path(home)
     if not os.path.exists(path):
         return []
-    with _flocked(path + ".lock"):
-        queue = _read_json(path, [])
+    with flocked(path + ".lock"):
+        queue = read_json(path, [])
         mine = [entry for entry in queue if entry.get("thread_id") == thread_id]
         if mine:
-            _write_json_atomic(path, [entry for entry in queue if entry not in mine])
+            write_json_atomic(path, [entry for entry in queue if entry not in mine])
     return [str(entry.get("message", "")) for entry in mine]
 
 
 def next_invocation(home: str) -> int:
     """Claim the next turn number (0-based) of this CODEX_HOME, atomically under flock."""
-    _ensure_private_dir(home)
-    path = os.path.join(home, "fake_codex_state.json")
-    with _flocked(path + ".lock"):
-        state = _read_json(path, {})
-        number = int(state.get("invocations", 0))
-        state["invocations"] = number + 1
-        _write_json_atomic(path, state)
-    return number
+    ensure_private_dir(home)
+    return claim_invocation(os.path.join(home, "fake_codex_state.json"))
 
 

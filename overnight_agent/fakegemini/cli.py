@@ -4,7 +4,7 @@ Owns: yargs-style parsing (an unknown option: exit 1), the prompt (stdin, when i
 terminal, goes before -p), choosing the session (new, `--session-id`, `--resume`), the
 stream-json events and the text/json outputs, playing the scenario's steps (each command
 detached in a session of its own), exit codes and signals (a one-line handler raises
-`_Interrupted`; the CLI then exits 0 with nothing more on stdout and the command left running).
+`Interrupted`; the CLI then exits 0 with nothing more on stdout and the command left running).
 See the package's docstring for what it must not do.
 """
 import contextlib
@@ -19,9 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..fakecodex.cli import spawn_setsid_sleeper
+from ..fakecodex import common
+from ..fakecodex.common import CommonSteps, Interrupted, SignalGate, StartupError
 from ..fakecodex.scenario import ScenarioError, Step, load_scenario
-from .store import (VERSION, SessionFile, StartupError, chats_dir, cli_home, find_session, iso_now,
+from .store import (VERSION, SessionFile, chats_dir, cli_home, find_session, iso_now,
                     latest_session, load_settings, new_session, next_invocation, project_name,
                     resume_session, session_files)
 
@@ -159,39 +160,7 @@ def resolve_prompt(args: Args) -> str:
     return args.prompt or ""
 
 
-# ----------------------------------------------------------------------------- signals
-
-class _Interrupted(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class SignalGate:
-    """SIGINT/SIGTERM/SIGHUP -> _Interrupted, except SIGTERM once `ignore_sigterm` is set."""
-
-    def __init__(self):
-        self.ignore_sigterm = False
-
-    def install(self) -> "SignalGate":
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        if not (signum == signal.SIGTERM and self.ignore_sigterm):
-            raise _Interrupted(signum)
-
-
 # ----------------------------------------------------------------------------- the turn
-
-def scenario_path(home: str) -> Optional[str]:
-    explicit = os.environ.get("FAKE_GEMINI_SCENARIO")
-    if explicit:
-        return explicit
-    default = os.path.join(home, "fake_gemini_scenario.yaml")
-    return default if os.path.exists(default) else None
-
 
 class _Exit(Exception):
     def __init__(self, code: int):
@@ -199,7 +168,7 @@ class _Exit(Exception):
         self.code = code
 
 
-class Turn:
+class Turn(CommonSteps):
     """Plays one invocation of the scenario as one turn of the session."""
 
     def __init__(self, args: Args, session_id: str, model: str, session: SessionFile, cwd: str,
@@ -324,9 +293,6 @@ class Turn:
         self.event({"type": "tool_result", "tool_id": call_id, "status": "success", "output": text})
         self.requests += 1  # the command's output goes back to the model
 
-    def _step_sleep(self, seconds, _options):
-        time.sleep(seconds)
-
     def _step_usage(self, usage, _options):
         for key, count in usage.items():
             self.extra_usage[key] = self.extra_usage.get(key, 0) + count
@@ -355,23 +321,6 @@ class Turn:
         _err("Attempt 1 failed. Retrying with backoff... TypeError: fetch failed")
         time.sleep(interval)
         self.fail(MSG_NETWORK, 1)
-
-    def _step_hang(self, enabled, _options):
-        while enabled:
-            time.sleep(3600)
-
-    def _step_ignore_sigterm(self, enabled, _options):
-        self.gate.ignore_sigterm = enabled
-
-    def _step_spawn_setsid_grandchild(self, seconds, _options):
-        self._step_message(f"spawned {spawn_setsid_sleeper(seconds)}", {})
-
-    def _step_write_file(self, spec, _options):
-        path = os.path.join(self.cwd, spec["path"])
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a" if spec["append"] else "w", encoding="utf-8") as fh:
-            fh.write(spec["text"])
 
 
 # ----------------------------------------------------------------------------- run
@@ -421,7 +370,7 @@ def run(args: Args) -> int:
             _err(MSG_YOLO)
         _err(MSG_RIPGREP)
         load_settings(home)
-        source = scenario_path(home)
+        source = common.scenario_path(home, "gemini")
         try:
             scenario = load_scenario(source)
         except ScenarioError as exc:
@@ -434,7 +383,7 @@ def run(args: Args) -> int:
     except StartupError as exc:
         _err(str(exc))
         return exc.code
-    except _Interrupted:
+    except Interrupted:
         # Like 0.61.0 headless: exit 0 at once, nothing more on stdout, the command group left.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
@@ -479,7 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as exc:
         _err(f"Usage: gemini [options] [command]\n\n{exc}")
         return 1
-    except _Interrupted:
+    except Interrupted:
         return 0
 
 

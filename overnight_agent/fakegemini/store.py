@@ -8,28 +8,15 @@ finding a session by id in the cwd's project, the stray second file every resume
 """
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from typing import Any, Dict, List, Optional
 
+from ..fakecodex.common import claim_invocation, flocked, iso_now, read_json, write_json_atomic
+
 VERSION = "0.61.0"
-
-
-class StartupError(Exception):
-    """A failure before `init`: text to stderr, nothing on stdout, exit `code`."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-def iso_now() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def cli_home() -> str:
@@ -45,33 +32,8 @@ def _private_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def _read_json(path: str, default: Any) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return default
-
-
-def _write_json_atomic(path: str, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _flocked(path: str):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def load_settings(home: str) -> Dict[str, Any]:
-    data = _read_json(os.path.join(gemini_dir(home), "settings.json"), {})
+    data = read_json(os.path.join(gemini_dir(home), "settings.json"), {})
     return data if isinstance(data, dict) else {}
 
 
@@ -81,11 +43,11 @@ def project_name(home: str, cwd: str, create: bool) -> Optional[str]:
     root = gemini_dir(home)
     path = os.path.join(root, "projects.json")
     if not create:
-        projects = _read_json(path, {}).get("projects") or {}
+        projects = read_json(path, {}).get("projects") or {}
         return projects.get(cwd)
     _private_dir(root)
-    with _flocked(path + ".lock"):
-        data = _read_json(path, {})
+    with flocked(path + ".lock"):
+        data = read_json(path, {})
         projects = data.get("projects") if isinstance(data.get("projects"), dict) else {}
         if cwd not in projects:
             base = os.path.basename(cwd.rstrip("/")) or "root"
@@ -93,7 +55,7 @@ def project_name(home: str, cwd: str, create: bool) -> Optional[str]:
             while name in projects.values():
                 name, number = f"{base}-{number}", number + 1
             projects[cwd] = name
-            _write_json_atomic(path, {"projects": projects})
+            write_json_atomic(path, {"projects": projects}, indent=2, ensure_ascii=True)
         return projects[cwd]
 
 
@@ -199,9 +161,4 @@ def next_invocation(home: str) -> int:
     """Claim the next turn number (0-based) of this home, atomically under flock."""
     root = gemini_dir(home)
     _private_dir(root)
-    path = os.path.join(root, "fake_gemini_state.json")
-    with _flocked(path + ".lock"):
-        state = _read_json(path, {})
-        number = int(state.get("invocations", 0)) if isinstance(state, dict) else 0
-        _write_json_atomic(path, {"invocations": number + 1})
-    return number
+    return claim_invocation(os.path.join(root, "fake_gemini_state.json"))
