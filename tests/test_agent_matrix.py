@@ -94,7 +94,7 @@ def test_a_killed_supervisor_is_restarted_resumes_the_same_conversation_and_repo
          {"shell": "git add two.txt && git commit -qm 'feat: two'"}, {"hang": True}],
     )
     before = helpers.primary_fingerprint(night.repo)
-    first = night.start("--hours", str(25 / 3600))
+    first = night.start("--hours", str(16 / 3600))
     summary_file = night.base / "worktrees" / "ops" / "docs" / "meta" / "logs" / "ops" / "executive_summary.log"
     running = wait_session(night.base, lambda s: s.get("thread_id") and s["state"] == "running"
                            and summary_file.exists() and "first item committed" in summary_file.read_text(),
@@ -103,7 +103,7 @@ def test_a_killed_supervisor_is_restarted_resumes_the_same_conversation_and_repo
     os.killpg(first.pid, signal.SIGKILL)           # the supervisor only: the agent has its own group
     helpers.finish(first)
     assert alive(old_pid), "the agent outlives a SIGKILLed supervisor"
-    second = night.start("--hours", str(25 / 3600))
+    second = night.start("--hours", str(16 / 3600))
     resumed = wait_session(night.base, lambda s: len(s["attempts"]) == 2 and s["state"] == "running",
                            timeout=30, what="the resumed attempt")
     assert not alive(old_pid), "the old agent is stopped before a new one starts on its conversation"
@@ -158,7 +158,7 @@ def test_the_guardrails_hold_whatever_the_agent(agent_night):
          {"shell": "echo fine > ok.txt && git add ok.txt && git commit -qm 'feat: ok'"},
          {"hang": True}],
     )
-    proc = night.start("--hours", str(12 / 3600))
+    proc = night.start("--hours", str(7 / 3600))
     code, _, err = helpers.finish(proc, timeout=60)
     assert code == 0, err[-3000:]
     session = night.session()
