@@ -1,7 +1,8 @@
 """The main loop of a night: start or resume the agent, watch it, stop it, decide what is next.
 
 Owns: the loop, the night's phase (one `state.Phase`, written to session.json by `_enter` and
-nowhere else), the live attempt, turning signals into events, escalating a stop over ticks.
+nowhere else), the live attempt, turning signals into events, sending a stop's signals over
+ticks (their schedule is `stopping.Escalation`).
 Must not: set up worktrees or take the lock (`night`), decide policy (`policy`), judge liveness
 (`liveness`), read evidence (`sampler`) or handle output bytes (`capture`), know which agent CLI
 it runs (a `Backend` and its capabilities), or reap any child but its own agent.
@@ -33,6 +34,7 @@ from .exitcodes import DiskFull
 from .liveness import Limits
 from .notify import Notifier
 from .signals import SignalQueue
+from .stopping import Escalation
 from .state import Phase
 
 MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
@@ -42,8 +44,6 @@ GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-a
 GUARD_CHECK_EVERY = 5.0
 # Writes that fail for want of space (a full disk, a quota, the file size limit).
 DISK_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-# A stalled attempt gets this long after SIGINT, then after SIGTERM, before SIGKILL.
-STALL_GRACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,7 @@ class Supervisor:
         self.phase = Phase(session.state)
         self.live: Optional[LiveAttempt] = None
         self.next_start = clock()
-        self.stop_reason: Optional[StopReason] = None
-        self.stop_steps: List[tuple] = []
-        self.step_due = 0.0
+        self.stop: Optional[Escalation] = None   # while stopping: why, and the next signal
         self.selector = selectors.DefaultSelector()
         self.signals = SignalQueue()
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, "wake")
@@ -194,7 +192,7 @@ class Supervisor:
             if self.watch.resume_at is not None:
                 due.append(self.watch.resume_at)
         elif self.phase == Phase.STOPPING:
-            due += [self.step_due, now + self.settings.tick]  # survivors are polled while stopping
+            due += [self.stop.due, now + self.settings.tick]  # survivors are polled while stopping
         return max(0.0, min(due) - now)
 
     def _emergency_stop(self) -> None:
@@ -233,13 +231,10 @@ class Supervisor:
     def _on_signal(self, signum: int) -> Optional[Step]:
         """A signal the handlers queued (see `signals`): here the loop acts on it."""
         self.log.info("signal.received", signal=signal.Signals(signum).name, phase=self.phase.value)
-        if self.phase == Phase.STOPPING and self.stop_reason.ends_night:
-            # Asked again while stopping for good: go straight to the last step.
-            self.step_due = self.clock()
-            self.stop_steps = self.stop_steps[-1:]
-        elif self.phase == Phase.STOPPING:
-            # Stopping to resume (a stall, a wrong thread): now the night ends instead.
-            self.stop_reason = self.live.view.stopped_for = StopReason.SIGNAL
+        if self.phase == Phase.STOPPING:
+            self.stop.asked_again(self.clock())
+            if self.live is not None:
+                self.live.view.stopped_for = self.stop.reason
         elif self.phase == Phase.RUNNING:
             return Step(Phase.STOPPING, StopReason.SIGNAL.value)
         elif self.phase == Phase.BACKOFF:
@@ -291,45 +286,33 @@ class Supervisor:
         survivors = self._agent_tree()
         if live.popen.returncode is not None and not survivors:
             return self._end_attempt(now)
-        if now >= self.step_due and not self.stop_steps:
-            # SIGKILL did not take within its grace (a process in uninterruptible sleep): say so
-            # and go on rather than hang the night.
+        if self.stop.gave_up(now):   # SIGKILL did not take (uninterruptible sleep): go on
             self.log.error("stop.survivors", pids=[p.pid for p in survivors])
-            self.step_due = now + self.settings.kill_grace
             return self._end_attempt(now) if live.popen.returncode is not None else None
         self._escalate(now, survivors)
         return None
 
     def _escalate(self, now: float, survivors) -> None:
         """The next stop signal to the whole tree, when its step is due."""
-        if now < self.step_due or not self.stop_steps or not survivors:
-            return
-        sig, grace = self.stop_steps.pop(0)
-        self.log.info("stop.signal", signal=sig.name, processes=len(survivors), reason=self.stop_reason.value)
-        self.processes.signal_all(survivors, sig, group=self.live.ref.pgid)
-        self.step_due = now + grace
+        sig = self.stop.next_signal(now) if survivors else None
+        if sig is not None:
+            self.log.info("stop.signal", signal=sig.name, processes=len(survivors), reason=self.stop.reason.value)
+            self.processes.signal_all(survivors, sig, group=self.live.ref.pgid)
 
     def _begin_stop(self, reason: str) -> None:
         """Entering STOPPING: the first signal goes out at once, before the state is written."""
-        self.stop_reason = StopReason(reason)
-        live = self.live
+        settings, live = self.settings, self.live
+        self.stop = Escalation.begin(StopReason(reason), self.clock(), settings.sigint_grace,
+                                     settings.sigterm_grace, settings.kill_grace)
         if live is not None:
-            live.view.stopped_for = self.stop_reason
-        if self.stop_reason.ends_night:
+            live.view.stopped_for = self.stop.reason
+        if self.stop.reason.ends_night:
             self.notifier.stopping()
-        graces = (self.settings.sigint_grace, self.settings.sigterm_grace)
-        if self.stop_reason == StopReason.STALL:
-            # An agent that showed no life for its whole limit will not answer a signal any
-            # better given ten seconds; one that is alive (codex) exits on SIGINT in ~50 ms.
-            graces = tuple(min(g, STALL_GRACE) for g in graces)
-        self.stop_steps = [(signal.SIGINT, graces[0]), (signal.SIGTERM, graces[1]),
-                           (signal.SIGKILL, self.settings.kill_grace)]
-        self.step_due = self.clock()
         self.log.info("stop.begin", reason=reason)
-        self._escalate(self.step_due, self._agent_tree())
-        if self.stop_reason == StopReason.STALL and live is not None:
+        self._escalate(self.stop.due, self._agent_tree())
+        if self.stop.reason == StopReason.STALL and live is not None:
             self.chronicle.stalled(live.record.number, live.view.stop_detail)
-        elif self.stop_reason == StopReason.NETWORK_DOWN and live is not None:
+        elif self.stop.reason == StopReason.NETWORK_DOWN and live is not None:
             self.log.warning("attempt.network_down", attempt=live.record.number, detail=live.view.stop_detail)
 
     def _finish_night(self, final: Phase, reason: str) -> None:
@@ -415,7 +398,8 @@ class Supervisor:
         self.guard_pending = attempt.number
         self.log.info("attempt.ended", attempt=attempt.number, outcome=outcome.kind,
                       detail=outcome.detail, exit_code=view.returncode, thread_id=view.thread_id)
-        reason, self.stop_reason = self.stop_reason, None
+        reason = self.stop.reason if self.stop is not None else None
+        self.stop = None
         if reason is not None and reason.ends_night:
             return Step(Phase.FINISHED if reason == StopReason.DEADLINE else Phase.STOPPED, reason.value)
         return self._after_attempt(attempt, now - live.started)

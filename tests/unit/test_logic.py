@@ -202,3 +202,31 @@ def test_credentials_refused_once_wait_and_retry_and_twice_in_a_row_end_the_nigh
     twice = decide([auth, policy.AttemptSummary("resume", 1.0, base.AUTH_FAILED)])
     assert (twice.action, twice.final_state) == (policy.END_NIGHT, Phase.FAILED)
     assert "API key" in twice.reason
+
+
+def test_a_stop_escalates_one_signal_per_grace_and_a_stall_gets_short_graces():
+    import signal
+    from overnight_agent.agents.base import StopReason
+    from overnight_agent.stopping import STALL_GRACE, Escalation
+    stop = Escalation.begin(StopReason.DEADLINE, 100.0, sigint_grace=10.0, sigterm_grace=5.0, kill_grace=2.0)
+    assert stop.next_signal(100.0) == signal.SIGINT
+    assert stop.next_signal(109.9) is None
+    assert stop.next_signal(110.0) == signal.SIGTERM
+    assert stop.next_signal(115.0) == signal.SIGKILL
+    assert not stop.gave_up(116.9) and stop.gave_up(117.0)   # then again a kill grace later
+    assert not stop.gave_up(118.0) and stop.gave_up(119.0)
+    stall = Escalation.begin(StopReason.STALL, 0.0, sigint_grace=10.0, sigterm_grace=10.0, kill_grace=2.0)
+    assert [g for _, g in stall.steps] == [STALL_GRACE, STALL_GRACE, 2.0]
+
+
+def test_asked_again_a_final_stop_jumps_to_sigkill_and_a_stop_to_resume_ends_the_night():
+    import signal
+    from overnight_agent.agents.base import StopReason
+    from overnight_agent.stopping import Escalation
+    final = Escalation.begin(StopReason.SIGNAL, 0.0, sigint_grace=10.0, sigterm_grace=10.0, kill_grace=2.0)
+    assert final.next_signal(0.0) == signal.SIGINT
+    final.asked_again(1.0)
+    assert final.next_signal(1.0) == signal.SIGKILL
+    stall = Escalation.begin(StopReason.STALL, 0.0, sigint_grace=10.0, sigterm_grace=10.0, kill_grace=2.0)
+    stall.asked_again(0.1)
+    assert stall.reason == StopReason.SIGNAL and len(stall.steps) == 3
