@@ -52,3 +52,13 @@ class Notifier:
         if self.watchdog_interval is not None and now >= self._next_ping:
             self.send("WATCHDOG=1")
             self._next_ping = now + self.watchdog_interval
+
+
+def status_line(phase: str, attempts: int, thread: Optional[str], seconds_left: float,
+                evidence_age: Optional[float] = None, pause: str = "") -> str:
+    """What systemd's STATUS= says of a night (`systemctl status` shows it)."""
+    from .timeparse import format_duration   # late: keep this module light for the loop's imports
+    text = f"{phase} attempt {attempts} thread {thread} deadline in {format_duration(seconds_left)}"
+    if evidence_age is not None:
+        return text + f" last evidence {format_duration(evidence_age)} ago"
+    return text + (f" ({pause})" if pause else "")

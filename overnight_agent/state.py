@@ -383,3 +383,20 @@ def write_atomic(path: Path, text: str, label: str = "") -> None:
 
 def save(path: Path, session: Session, label: str = "") -> None:
     write_atomic(path, json.dumps(session.to_dict(), indent=2, sort_keys=False) + "\n", label)
+
+
+def fail_for_want_of_space(path: Path, session: Session, reason: str, now_iso: str,
+                           attempt_running: bool) -> str:
+    """A write failed for want of space and the agent is stopped: the night is marked failed
+    if session.json can still be written, else the last state written stands (a restart
+    resumes from it). Says which, for the one-line message."""
+    last = session.last_attempt()
+    if attempt_running and last is not None and last.outcome is None:
+        last.outcome, last.ended_at, last.detail = "stopped", now_iso, reason
+    try:
+        transition(session, Phase.FAILED, reason)
+        session.note("night.failed", now_iso, reason=reason)
+        save(path, session, Phase.FAILED.value)
+        return "the night is marked failed in session.json"
+    except OSError:
+        return "session.json keeps the last state written"

@@ -32,7 +32,7 @@ from .attempt import LiveAttempt, Plan, SpawnFailed
 from .chronicle import Chronicle
 from .exitcodes import DiskFull
 from .liveness import Limits
-from .notify import Notifier
+from .notify import Notifier, status_line
 from .signals import SignalQueue
 from .stopping import Escalation
 from .state import Phase
@@ -208,21 +208,10 @@ class Supervisor:
             self.live.popen.poll()
 
     def _disk_full(self, exc: OSError) -> DiskFull:
-        """A write failed for want of space: the agent is stopped already; the night is marked
-        failed if session.json can still be written, else the last state written stands (a
-        restart resumes from it)."""
-        where = exc.filename or self.layout.root
-        reason = f"disk full: cannot write {where} ({exc.strerror})"
-        last = self.session.last_attempt()
-        if self.live is not None and last is not None and last.outcome is None:
-            last.outcome, last.ended_at, last.detail = "stopped", timeparse.iso(self.now()), reason
-        try:
-            state.transition(self.session, Phase.FAILED, reason)
-            self.session.note("night.failed", timeparse.iso(self.now()), reason=reason)
-            self._save()
-            kept = "the night is marked failed in session.json"
-        except OSError:
-            kept = "session.json keeps the last state written"
+        """A write failed for want of space: the agent is stopped already (see `state`)."""
+        reason = f"disk full: cannot write {exc.filename or self.layout.root} ({exc.strerror})"
+        kept = state.fail_for_want_of_space(self.state_path, self.session, reason,
+                                            timeparse.iso(self.now()), self.live is not None)
         self.log.error("night.disk_full", error=reason, state=kept)
         return DiskFull(f"{reason}; the agent was stopped and {kept}; free space under "
                         f"{self.state_path.parent} and run again before {self.session.deadline} "
@@ -491,14 +480,10 @@ class Supervisor:
         return self.processes.tree(self.live.ref, self.session.tag)
 
     def _status_text(self) -> str:
-        left = (self.session.deadline_dt - self.now()).total_seconds()
-        text = (f"{self.phase} attempt {len(self.session.attempts)} thread {self.session.thread_id} "
-                f"deadline in {timeparse.format_duration(left)}")
-        if self.live is not None:
-            text += f" last evidence {timeparse.format_duration(self.live.liveness.age(self.clock()))} ago"
-        elif self.phase == Phase.BACKOFF and self.pause_reason:
-            text += f" ({self.pause_reason})"
-        return text
+        age = self.live.liveness.age(self.clock()) if self.live is not None else None
+        return status_line(self.phase.value, len(self.session.attempts), self.session.thread_id,
+                           (self.session.deadline_dt - self.now()).total_seconds(), age,
+                           self.pause_reason if self.phase == Phase.BACKOFF else "")
 
     def _save(self, label: str = "") -> None:
         state.save(self.state_path, self.session, label or self.phase.value)
