@@ -535,7 +535,7 @@ class Agent(CommonSteps):
             "type": "function_call", "name": "exec_command", "call_id": call_id,
             "arguments": json.dumps({"cmd": cmd, "yield_time_ms": 10000})})
         proc, code, output = run_shell(cmd, cwd=self.cwd, env=self._command_env(), running=self.running,
-                                       yield_after=options.get("yield_after"))
+                                       yield_after=options.get("yield_after"), hold=self.gate.hold())
         if code is None:  # trap 8: no item.completed, killed at turn end
             self.rollout.append("response_item", {
                 "type": "function_call_output", "call_id": call_id,
