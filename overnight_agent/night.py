@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import config, faults, fences, gitops, logs, policy, procs, prompt, state, timeparse
-from . import agents
-from .liveness import Limits, sample_every
+from . import config, faults, fences, gitops, logs, procs, prompt, state, timeparse
+from . import agents, tuning
 from .exitcodes import ConfigError, OvernightError
 from .lock import InstanceLock
 from .notify import Notifier
-from .supervisor import Settings, Supervisor
+from .supervisor import Supervisor
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,9 @@ def run(request: RunRequest, log=None, loaded: Optional[config.Loaded] = None) -
         try:
             _set_up_worktrees(loaded, session, layout, log)
             supervisor = _make_supervisor(loaded, session, layout, log)
+            if procs.ss_binary() is None:
+                log.warning("liveness.no_network_evidence", missing="ss",
+                            hint="install iproute2: a slowly streaming model may look stalled")
             if session.restarts and session.thread_id is None:
                 # Killed after codex started a thread but before we saved its id: find it.
                 found = supervisor.backend.find_thread(Path(session.session_worktree))
@@ -383,30 +385,12 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
             "tool": tool_command(), "heartbeat_file": str(heartbeat),
         }
 
-    settings = make_settings(cfg)
+    settings = tuning.from_config(cfg)
     identity = {"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email}
     return Supervisor(session=session, state_path=paths.session_state, audit=guard.audit,
                       layout=layout, backend=backend, settings=settings,
                       prompts=prompts, prompt_values=values, env=env, log=log, identity=identity,
                       notifier=Notifier())
-
-
-def make_settings(cfg: config.Config) -> Settings:
-    restart, stop, live = cfg.restart, cfg.stop, cfg.liveness
-    limits = Limits(model_silent=live.model_silent, command_silent=live.command_silent,
-                    agent_cpu_floor=live.agent_cpu_floor, agent_cpu_ceiling=live.agent_cpu_ceiling,
-                    command_cpu_floor=live.command_cpu_floor)
-    return Settings(
-        sigint_grace=stop.sigint_grace, sigterm_grace=stop.sigterm_grace, kill_grace=2.0,
-        budgets=policy.Budgets(
-            initial=restart.backoff_initial, factor=restart.backoff_factor, maximum=restart.backoff_max,
-            healthy_after=restart.healthy_after, max_per_hour=restart.max_per_hour,
-            rate_limit_backoff=restart.rate_limit_backoff, usage_limit_margin=restart.usage_limit_margin,
-            max_tokens=cfg.budget.max_tokens),
-        limits=limits, sample_interval=sample_every(limits, live.sample_interval),
-        network_down_limit=live.network_down_limit,
-        resume_failures_before_fresh=restart.resume_failures_before_fresh,
-        redact_output=cfg.logs.redact_agent_output, max_log_bytes=cfg.retention.max_log_bytes)
 
 
 def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:

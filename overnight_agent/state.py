@@ -1,9 +1,10 @@
 """The durable session state: `session.json`, the one source of truth about a night.
 
-Owns: the state's shape, validating it on load, where a night's own files lie (`RunLayout`),
-and writing it atomically (temp file, fsync,
-rename, fsync of the folder) so a supervisor killed at any instant leaves either the old or the
-new file, never a torn one. Must not: decide anything, run processes or git.
+Owns: the state's shape, its phases and the transitions allowed between them (`Phase`,
+`TRANSITIONS`, a requested `Step`), validating it on load, where a night's own files lie
+(`RunLayout`), and writing it atomically (temp file, fsync, rename, fsync of the folder) so a
+supervisor killed at any instant leaves either the old or the new file, never a torn one.
+Must not: decide anything, run processes or git.
 """
 import enum
 import json
@@ -76,6 +77,16 @@ TRANSITIONS = {
     FINISHED: {STARTING: "`run` again before the deadline (a night that spent its budget ends at once)"},
     FAILED: {STARTING: "`run` again before the deadline"},
 }
+
+
+@dataclass(frozen=True)
+class Step:
+    """A transition a tick asks for: the phase, why, and whether the state must be on disk now
+    (a restart with no wait is saved by the next attempt's write a moment later)."""
+
+    phase: Phase
+    reason: str
+    durable: bool = True
 
 
 def transition(session: "Session", new: Phase, why: str) -> Phase:

@@ -21,7 +21,6 @@ import os
 import selectors
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -31,11 +30,11 @@ from .agents.base import Backend, StopReason
 from .attempt import LiveAttempt, Plan, SpawnFailed
 from .chronicle import Chronicle
 from .exitcodes import DiskFull
-from .liveness import Limits
 from .notify import Notifier, status_line
 from .signals import SignalQueue
 from .stopping import Escalation
-from .state import Phase
+from .state import Phase, Step
+from .tuning import Settings
 
 MAX_WAIT = 5.0       # the longest the loop sleeps when nothing is due
 GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-attempt git check
@@ -44,33 +43,6 @@ GUARD_CHECK_SLACK = 0.5  # a backoff at least this long has room for the after-a
 GUARD_CHECK_EVERY = 5.0
 # Writes that fail for want of space (a full disk, a quota, the file size limit).
 DISK_FULL_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@dataclass(frozen=True)
-class Step:
-    """A transition a tick asks for: the phase, why, and whether the state must be on disk now
-    (a restart with no wait is saved by the next attempt's write a moment later)."""
-
-    phase: Phase
-    reason: str
-    durable: bool = True
-
-
-@dataclass
-class Settings:
-    """What the loop needs from the config, as plain numbers."""
-
-    sigint_grace: float
-    sigterm_grace: float
-    kill_grace: float
-    budgets: policy.Budgets
-    limits: Limits
-    sample_interval: float
-    network_down_limit: float
-    resume_failures_before_fresh: int
-    redact_output: bool = True
-    max_log_bytes: int = 200 * 1000 * 1000
-    tick: float = 0.2
 
 
 class Supervisor:
@@ -141,9 +113,6 @@ class Supervisor:
         """Set up (lock, worktrees, leftovers stopped by `night`): the loop starts."""
         if self.chronicle.audit is not None:
             self.chronicle.audit.begin(restarted=bool(self.session.restarts))
-        if procs.ss_binary() is None:
-            self.log.warning("liveness.no_network_evidence", missing="ss",
-                             hint="install iproute2: a slowly streaming model may look stalled")
         self.chronicle.journal("resumed after a supervisor restart" if self.session.restarts
                       else f"night started; deadline {self.session.deadline}")
         self._enter(Step(Phase.BACKOFF, "set up"))

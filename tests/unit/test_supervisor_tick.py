@@ -21,7 +21,8 @@ from overnight_agent.agents import base
 from overnight_agent.agents.base import AttemptView, Capabilities, Event, Outcome
 from overnight_agent.liveness import Limits
 from overnight_agent.state import Phase
-from overnight_agent.supervisor import Settings, Supervisor
+from overnight_agent.supervisor import Supervisor
+from overnight_agent.tuning import Settings
 
 UTC = dt.timezone.utc
 START = dt.datetime(2026, 12, 1, 23, 0, tzinfo=UTC)
