@@ -182,6 +182,13 @@ def clear_stale_locks(worktree: Path, min_age: float = STALE_LOCK_AGE) -> List[s
     return removed
 
 
+def clear_locks_left(worktrees: Sequence[str]) -> List[str]:
+    """`clear_stale_locks` of each worktree, when none of our gits can be running in it (at
+    setup, after an earlier supervisor's processes were stopped; after an attempt): a second
+    old is enough."""
+    return [lock for tree in worktrees for lock in clear_stale_locks(Path(tree), min_age=1.0)]
+
+
 def _git_running_in(worktree: Path) -> bool:
     import psutil   # late: the agent's hooks import this module and never get here
     inside = str(worktree.resolve())

@@ -167,30 +167,32 @@ def _close(loaded: config.Loaded, old: state.Session, now: dt.datetime, log) -> 
     paths = loaded.paths
     logs.tee.open(paths.run(old.run_id).supervisor_log)
     try:
-        if state.Phase(old.state) in state.LIVE and not worktrees_exist(old):
+        live = state.Phase(old.state) in state.LIVE
+        if live and not worktrees_exist(old):
             try:   # killed during setup: finish it, so that the night has its journal and report
                 _make_worktrees(paths.repo_root, old, log)
             except gitops.GitError as exc:
                 log.error("worktree.failed", run_id=old.run_id, error=str(exc))
-        if state.Phase(old.state) in state.LIVE:
+        have_worktrees = worktrees_exist(old)
+        if live:
             _attempt_lost(old, now)
             past = now >= old.deadline_dt
             final = state.FINISHED if past else state.STOPPED
             reason = ("the deadline passed while no supervisor ran" if past
                       else "replaced by a fresh night (--no-resume)")
             chronicle = Chronicle(old, log, timeparse.local_now, identity=old.git_identity)
-            if worktrees_exist(old) and past:
+            if have_worktrees and past:
                 chronicle.checkpoint()
             state.transition(old, final, reason)
-            if worktrees_exist(old):
+            if have_worktrees:
                 chronicle.night_ended(final, reason)
             else:
                 chronicle.note(f"night.{final}", reason=reason)
             state.save(paths.session_state, old)
             log.warning("night.closed", run_id=old.run_id, state=str(final), reason=reason)
-        if old.state in (state.FINISHED, state.FAILED) and worktrees_exist(old) and not _reported(old):
-            _write_report(loaded, old, paths.run(old.run_id), log)
-        if old.state in (state.FINISHED, state.FAILED) and worktrees_exist(old):
+        if old.state in (state.FINISHED, state.FAILED) and have_worktrees:
+            if not _reported(old):
+                _write_report(loaded, old, paths.run(old.run_id), log)
             _publish(loaded, old, log, only_if_pending=True)   # its supervisor did not, or failed to
     finally:
         logs.tee.close()
@@ -313,8 +315,7 @@ def _set_up_worktrees(loaded: config.Loaded, session: state.Session, layout: sta
     _make_worktrees(repo, session, log)
     faults.point("setup.after_worktrees")
     # Every git of an earlier supervisor's is gone (leftovers were stopped): its locks are stale.
-    locks = [lock for tree in (session.session_worktree, session.ops_journal_worktree)
-             for lock in gitops.clear_stale_locks(Path(tree), min_age=1.0)]
+    locks = gitops.clear_locks_left((session.session_worktree, session.ops_journal_worktree))
     if locks:
         log.warning("git.stale_locks_removed", paths=locks)
     _writable_home(loaded)

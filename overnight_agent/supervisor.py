@@ -349,8 +349,7 @@ class Supervisor:
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
         if removed:
             self.log.info("worktree.stubs_removed", names=list(removed))
-        locks = [lock for tree in (self.session.session_worktree, self.session.ops_journal_worktree)
-                 for lock in gitops.clear_stale_locks(Path(tree), min_age=1.0)]
+        locks = gitops.clear_locks_left((self.session.session_worktree, self.session.ops_journal_worktree))
         if locks:  # a git of the agent's killed mid-commit: the next one would fail on them
             self.log.warning("git.stale_locks_removed", paths=locks)
         self.guard_pending = attempt.number
