@@ -812,11 +812,13 @@ def resolve_paths(cfg: Config, repo_root: Path) -> Paths:
 
 
 def _agent_home(cfg: Config, repo_root: Path, run_root: Path) -> Optional[Path]:
-    """The home of a CLI that is not codex (claude.home, gemini.home), None for codex and command."""
-    if cfg.agent not in ("claude", "gemini"):
+    """The home of a CLI that is not codex (claude.home, gemini.home: `AGENT_KEYS` says which
+    key), None for codex and command, whose home is codex_home."""
+    keys = AGENT_KEYS[cfg.agent]
+    if keys.section == "codex":
         return None
-    value = getattr(cfg, cfg.agent).home
-    return resolve_path(repo_root, value) if value else run_root / f"{cfg.agent}_home"
+    value = getattr(getattr(cfg, keys.section), keys.home)
+    return resolve_path(repo_root, value) if value else run_root / f"{keys.section}_home"
 
 
 def load(config_path: Optional[Path], repo_root: Path) -> Loaded:
