@@ -72,8 +72,9 @@ def _environ(proc: psutil.Process) -> Dict[str, str]:
         return {}
 
 
-def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1) -> List[int]:
-    """Pids (not ours) whose environment has `var` (the agent tag) starting with `prefix`.
+def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1, exact: bool = False) -> List[int]:
+    """Pids (not ours) whose environment has `var` (the agent tag) starting with `prefix` (equal
+    to it, with `exact`).
 
     Reads /proc/<pid>/environ as bytes directly: about ten times cheaper than building a psutil
     object per process, which matters because it runs after every attempt. A process in the
@@ -84,7 +85,7 @@ def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1) -> List[in
     try:
         entries = [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
     except OSError:
-        return [p.pid for p in _tagged_psutil(prefix, var)]
+        return [p.pid for p in _tagged_psutil(prefix, var, exact)]
     found, unsure = [], []
     for pid in entries:
         data = _read_environ(pid)
@@ -92,7 +93,7 @@ def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1) -> List[in
             continue
         if not data:
             unsure.append(pid)
-        elif _holds(data, needle):
+        elif _holds(data, needle, exact):
             found.append(pid)
     unsure = [pid for pid in unsure if not _kernel_thread(pid)]
     end = time.monotonic() + settle
@@ -103,7 +104,7 @@ def tagged_pids(prefix: str, var: str = TAG_VAR, settle: float = 0.1) -> List[in
             data = _read_environ(pid)
             if data == b"":
                 still.append(pid)
-            elif data and _holds(data, needle):
+            elif data and _holds(data, needle, exact):
                 found.append(pid)
         unsure = still
     return found
@@ -117,8 +118,11 @@ def _read_environ(pid: int) -> Optional[bytes]:
         return None  # gone, or not ours to read
 
 
-def _holds(data: bytes, needle: bytes) -> bool:
-    return needle in data and any(var.startswith(needle) for var in data.split(b"\0"))
+def _holds(data: bytes, needle: bytes, exact: bool = False) -> bool:
+    if needle not in data:
+        return False
+    entries = data.split(b"\0")
+    return needle in entries if exact else any(var.startswith(needle) for var in entries)
 
 
 def _kernel_thread(pid: int) -> bool:
@@ -131,10 +135,11 @@ def _kernel_thread(pid: int) -> bool:
         return True  # gone: nothing to wait for
 
 
-def _tagged_psutil(prefix: str, var: str) -> List[psutil.Process]:
+def _tagged_psutil(prefix: str, var: str, exact: bool = False) -> List[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
-        if proc.pid != os.getpid() and _environ(proc).get(var, "").startswith(prefix):
+        value = _environ(proc).get(var)
+        if proc.pid != os.getpid() and value is not None and (value == prefix if exact else value.startswith(prefix)):
             found.append(proc)
     return found
 

@@ -347,8 +347,8 @@ class Supervisor:
         # The agent is gone; something it started may live on (e.g. a setsid'd server).
         self._sweep("attempt.orphans_stopped", grace=min(self.settings.sigterm_grace, 3.0))
         removed = self.backend.after_attempt(Path(self.session.session_worktree))
-        if removed:
-            self.log.info("worktree.stubs_removed", names=list(removed))
+        if removed:  # sandbox stubs in the worktree, a lock the CLI left in its home
+            self.log.info("agent.leftovers_removed", names=list(removed))
         locks = gitops.clear_locks_left((self.session.session_worktree, self.session.ops_journal_worktree))
         if locks:  # a git of the agent's killed mid-commit: the next one would fail on them
             self.log.warning("git.stale_locks_removed", paths=locks)

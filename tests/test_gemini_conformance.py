@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -69,13 +70,18 @@ class Side:
         if state.exists():
             state.unlink()
 
-    def run(self, argv: List[str], timeout: float = 40.0) -> realgemini.CliRun:
+    def run(self, argv: List[str], timeout: float = 40.0, after: bool = True) -> realgemini.CliRun:
         """One run, with a test tag of its own: the clean-up after it kills by that tag, and
-        must not reach a run going on beside it."""
+        must not reach a run going on beside it. Then, as the supervisor does after every
+        attempt, `backend.after_attempt` (0.61.0 can leave its registry lock behind: the next
+        start would wait 13 to 51 s for it)."""
         tag = f"{self.test_tag}-{uuid.uuid4().hex[:6]}"
         self.run_tags.append(tag)
         env = {**self.env, realgemini.TAG_VAR: tag}
-        return realgemini.run_cli(argv, cwd=self.repo, env=env, timeout=timeout)
+        result = realgemini.run_cli(argv, cwd=self.repo, env=env, timeout=timeout)
+        if after:
+            self.backend.after_attempt(self.repo)
+        return result
 
     def view(self, result: realgemini.CliRun, kind: str, expected: str) -> base.AttemptView:
         view = base.AttemptView(kind=kind, expected_thread=expected)
@@ -179,6 +185,50 @@ def test_unknown_id_and_a_taken_session_id_exit_42(sides):
         assert side.backend.classify(side.view(unknown, "resume", unknown_id)).kind == base.UNKNOWN_THREAD
         assert side.backend.classify(side.view(taken, "start", session)).kind == base.THREAD_BUSY
         results[impl] = (unknown, taken)
+
+
+@pytest.mark.realgemini
+@pytest.mark.timeout(120)
+def test_a_registry_lock_left_behind_costs_the_next_start_until_it_is_stale(sides):
+    """The cause of starts that sat silent for 13 to 51 s (one ran past a 40 s limit in CI):
+    0.61.0 can exit with `.gemini/projects.json.lock` still taken, and every start waits for
+    that lock until it is 10 s old, retrying after 0.1, 0.2, 0.4 ... s. Both CLIs, side by
+    side: a fresh lock costs more than 12 s; once `after_attempt` (what the supervisor runs
+    after every attempt) has removed it, the same start takes its usual second or two."""
+    for side in sides.values():
+        side.script([{"message": "ok"}])
+        first = side.run(side.backend.start_argv("hello", side.backend.new_thread_id()))
+        assert first.returncode == 0, first.describe()
+    locks = {impl: side.home / ".gemini" / "projects.json.lock" for impl, side in sides.items()}
+    for lock in locks.values():
+        lock.mkdir()
+    unknown = str(uuid.uuid4())
+    waited = _side_by_side(sides, lambda side: side.run(side.backend.resume_argv(unknown, "again"),
+                                                        timeout=60, after=False))
+    for impl, result in waited.items():
+        assert result.returncode == 42 and not result.timed_out, result.describe()
+        assert result.duration > 12.0, (impl, result.duration)
+        assert not locks[impl].exists()  # taken over as stale, then released
+    for impl, side in sides.items():
+        locks[impl].mkdir()
+        assert side.backend.after_attempt(side.repo) == (str(locks[impl]),)
+    quick = _side_by_side(sides, lambda side: side.run(side.backend.resume_argv(unknown, "again")))
+    for impl, result in quick.items():
+        assert result.returncode == 42, result.describe()
+        assert result.duration < 10.0, (impl, result.duration)
+
+
+def _side_by_side(sides, run):
+    """`run(side)` for each side at once (threads): the real and the fake wait together."""
+    results = {}
+    threads = [threading.Thread(target=lambda impl=impl, side=side: results.__setitem__(impl, run(side)))
+               for impl, side in sides.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert set(results) == set(sides), results
+    return results
 
 
 @pytest.mark.realgemini

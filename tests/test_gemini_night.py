@@ -49,3 +49,39 @@ def test_a_gemini_night_names_resumes_and_stops_the_session_and_its_commands(nig
     logs = "".join(p.read_text() for p in run_dir.glob("*_start.log")) + \
         "".join(p.read_text() for p in run_dir.glob("*_resume.log"))
     assert f'"session_id":"{thread}"' in logs
+
+
+def _gemini_night(night, scenario):
+    binary = realgemini.fake_gemini_argv0(night.base / "bin")
+    helpers.write_config(night.config, night.base, gemini={"bin": binary, "model": "gemini-2.5-pro"})
+    config = yaml.safe_load(night.config.read_text())
+    night.config.write_text(yaml.safe_dump({**config, "agent": "gemini"}, sort_keys=False))
+    home = night.run_root / "gemini_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "fake_gemini_scenario.yaml").write_text(yaml.safe_dump(scenario))
+    return home
+
+
+def test_a_registry_lock_the_cli_left_is_cleared_before_the_resume(night):
+    """0.61.0 can exit with `.gemini/projects.json.lock` still taken; its next start would wait
+    13 to 51 s for it with no output (the stand-in waits as it does). The supervisor removes it
+    once the attempt's processes are gone, so the resume starts at once."""
+    home = _gemini_night(night, {"invocations": [
+        {"steps": [{"message": "one"}, {"leave_registry_lock": True}, {"crash": 3}]},
+        {"steps": [{"message": "resumed"}, {"shell": "sleep 300"}]},
+    ]})
+    proc = night.start("--hours", str(8 / 3600))
+    code, out, err = helpers.finish(proc, timeout=40)
+    assert code == 0, err
+    session = night.session()
+    kinds = [(a["kind"], a["outcome"]) for a in session["attempts"]]
+    assert kinds == [("start", "crashed"), ("resume", "stopped")], kinds
+    run_dir = night.run_root / "runs" / session["run_id"]
+    resumed = "".join(p.read_text() for p in run_dir.glob("*_resume.log"))
+    assert '"content":"resumed"' in resumed, resumed  # it got past the lock before the deadline
+    lock = home / ".gemini" / "projects.json.lock"
+    events = [json.loads(line) for line in (run_dir / "supervisor.log").read_text().splitlines()
+              if line.startswith("{")]
+    removed = [e for e in events if e.get("event") == "agent.leftovers_removed"]
+    assert removed and removed[0]["names"] == [str(lock)], removed
+    assert not lock.exists()

@@ -164,7 +164,10 @@ class Backend(Protocol):
 
     def find_thread(self, cwd: Path) -> Optional[str]: ...
 
-    def after_attempt(self, worktree: Path) -> Sequence[str]: ...
+    def after_attempt(self, worktree: Path) -> Sequence[str]:
+        """Once the attempt's processes are gone: remove what it left that would trouble the next
+        one (codex's sandbox stubs in the worktree, a lock in gemini's home); return their names."""
+        ...
 
 
 # --- text helpers shared by the backends ----------------------------------------------------------

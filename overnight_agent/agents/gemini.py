@@ -7,20 +7,22 @@ parsing the stream-json events, typing how an attempt ended (the last `result` e
 exit codes are HTTP statuses mod 256, and 0 on a cut stream or a signal), the environment the CLI
 gets (its own home through GEMINI_CLI_HOME, one process, a per-run TMPDIR, trust), the keys of
 its settings file that the night depends on (written into its home when the environment is
-made and again after every attempt; the operator's other keys are kept), and finding a
-session's chat files.
-Must not: start processes or write anything but `<home>/.gemini/settings.json` and the per-run
-TMPDIR folder; stop the commands it runs (they live in sessions of their own: the supervisor's
-tag sweep does, see procs.TAG_VAR).
+made and again after every attempt; the operator's other keys are kept), clearing the project
+registry's lock a CLI left behind, and finding a session's chat files.
+Must not: start processes or write anything but `<home>/.gemini/settings.json`, the per-run
+TMPDIR folder and the removal of that left lock; stop the commands it runs (they live in sessions
+of their own: the supervisor's tag sweep does, see procs.TAG_VAR).
 """
 import json
 import os
 import re
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .. import procs
 from . import base
 from .base import (AttemptView, Event, Outcome, first_line, first_match_line, last_line,
                    text_field)
@@ -33,6 +35,12 @@ STRICT_SANITIZING_VARS = ("GITHUB_SHA", "SURFACE")
 MAX_ATTEMPTS_CAP = 10              # the CLI refuses more
 SESSION_MAX_AGE = "30d"            # general.sessionRetention: far beyond any night
 SHELL_TOOL = "run_shell_command"
+# Every start takes `<home>/.gemini/projects.json.lock` (a folder, proper-lockfile) to look up the
+# cwd's project. 0.61.0 can exit with it still there (seen after a clean rc 0 run, and after any
+# SIGKILL). The next start then waits until it is 10 s old, retrying after 0.1, 0.2, 0.4 ... s:
+# 13 to 51 s with no output. A holder that is alive touches it every 5 s.
+REGISTRY_LOCK = "projects.json.lock"
+REGISTRY_LOCK_STALE = 10.0
 
 # Exit codes of 0.61.0 (ExitCodes in its source, and process.exit(HTTP status) for API errors).
 RC_AUTH = 41
@@ -250,6 +258,7 @@ class GeminiBackend:
             "TMPDIR": str(self.tmpdir),            # error reports, shell temp files: per run
         })
         self.ensure_settings()
+        self.clear_left_lock()
         return env
 
     def settings_path(self) -> Path:
@@ -308,12 +317,35 @@ class GeminiBackend:
     def find_thread(self, cwd: Path) -> Optional[str]:
         return None  # the id is chosen and saved before the CLI starts
 
+    def clear_left_lock(self, now=time.time) -> Sequence[str]:
+        """Remove the registry lock a CLI left (see REGISTRY_LOCK) when nothing can hold it:
+        it is stale by the CLI's own rule, or no live process has this home. Called once the
+        attempt's processes are gone, so a lock of ours is always left over; another night's
+        CLI sharing the home keeps a fresh one. Returns what it removed."""
+        lock = self.home / ".gemini" / REGISTRY_LOCK
+        try:
+            age = now() - lock.stat().st_mtime
+        except OSError:
+            return ()
+        if age < REGISTRY_LOCK_STALE and self._home_in_use():
+            return ()
+        try:
+            lock.rmdir()
+        except OSError:
+            return ()  # gone meanwhile, or not the CLI's (a folder with something in it)
+        return (str(lock),)
+
+    def _home_in_use(self) -> bool:
+        home = str(self.home)
+        return bool(procs.tagged_pids(home, "GEMINI_CLI_HOME", exact=True)
+                    or procs.tagged_pids(home, "HOME", exact=True))
+
     def after_attempt(self, worktree: Path) -> Sequence[str]:
         try:
             self.ensure_settings()  # the agent may have edited them; the next attempt gets ours
         except OSError:
             pass
-        return ()
+        return self.clear_left_lock()
 
     def progress_files(self, thread_id: Optional[str]) -> List[Path]:
         """The session's chat files (`<home>/.gemini/tmp/<project>/chats/session-<time>-<id8>.jsonl`):

@@ -180,6 +180,9 @@ class CommonSteps:
     def _step_spawn_setsid_grandchild(self, seconds, _options):
         self._step_message(f"spawned {spawn_setsid_sleeper(seconds)}", {})
 
+    def _step_leave_registry_lock(self, _enabled, _options):
+        raise StartupError("fake: leave_registry_lock is a step of the gemini stand-in only", 2)
+
     def _step_write_file(self, spec, _options):
         path = os.path.join(self.cwd, spec["path"])
         if os.path.dirname(path):

@@ -115,6 +115,7 @@ STEP_KINDS = {
     "ignore_sigterm": (_as_flag, ()),
     "spawn_setsid_grandchild": (_as_number, ()),
     "write_file": (_as_write_file, ()),
+    "leave_registry_lock": (_as_flag, ()),   # gemini only: exit with projects.json.lock taken
 }
 _STEP_OPTIONS = {"yield_after": _as_number, "retries": int, "retry_delay": _as_number}
 

@@ -23,7 +23,7 @@ from ..fakecodex import common
 from ..fakecodex.common import CommonSteps, Interrupted, SignalGate, StartupError
 from ..fakecodex.scenario import ScenarioError, Step, load_scenario
 from .store import (VERSION, SessionFile, chats_dir, cli_home, find_session, iso_now,
-                    latest_session, load_settings, new_session, next_invocation, project_name,
+                    latest_session, leave_registry_lock, load_settings, new_session, next_invocation, project_name,
                     resume_session, session_files)
 
 DEFAULT_MODEL = "auto"
@@ -304,6 +304,10 @@ class Turn(CommonSteps):
     def _step_exit_early(self, enabled, _options):
         if enabled:  # the output cut before the result: the real CLI exits 0 then
             raise _Exit(0)
+
+    def _step_leave_registry_lock(self, enabled, _options):
+        if enabled:  # seen from 0.61.0 after a clean run; it costs the next start 13 to 51 s
+            leave_registry_lock(cli_home())
 
     def _step_fail(self, message, options):
         retries = options.get("retries", 0)

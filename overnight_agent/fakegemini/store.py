@@ -1,7 +1,8 @@
 """The stand-in's home (`$GEMINI_CLI_HOME/.gemini`, else `~/.gemini`): projects, session files,
 the invocation counter.
 
-Owns: `projects.json` (cwd -> short project name), `tmp/<project>/chats/session-<YYYY-MM-DDTHH-MM>-
+Owns: `projects.json` (cwd -> short project name) and its lock (a folder, taken on every start,
+waited for as 0.61.0 does), `tmp/<project>/chats/session-<YYYY-MM-DDTHH-MM>-
 <id8>.jsonl` (a header line, then message records and `$set` updates, appended line by line),
 finding a session by id in the cwd's project, the stray second file every resume writes, and
 `fake_gemini_state.json` (which scenario invocation plays). Must not: print or play a turn.
@@ -11,12 +12,18 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 import uuid
 from typing import Any, Dict, List, Optional
 
-from ..fakecodex.common import claim_invocation, flocked, iso_now, read_json, write_json_atomic
+from ..fakecodex.common import claim_invocation, iso_now, read_json, write_json_atomic
 
 VERSION = "0.61.0"
+# proper-lockfile as 0.61.0 uses it for projects.json: mkdir `<file>.lock`; a lock whose mtime is
+# more than 10 s old is stale and taken over; else retry after 0.1 s, doubling, 100 times.
+LOCK_STALE = 10.0
+LOCK_FIRST_DELAY = 0.1
+LOCK_RETRIES = 100
 
 
 def cli_home() -> str:
@@ -37,17 +44,59 @@ def load_settings(home: str) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def registry_lock_path(home: str) -> str:
+    return os.path.join(gemini_dir(home), "projects.json.lock")
+
+
+@contextlib.contextmanager
+def registry_lock(home: str):
+    """Hold `projects.json.lock` as 0.61.0 does (see LOCK_STALE): a lock another start left
+    behind costs the wait until it is stale."""
+    path = registry_lock_path(home)
+    delay = LOCK_FIRST_DELAY
+    for _ in range(LOCK_RETRIES + 1):
+        try:
+            os.mkdir(path)
+            break
+        except FileExistsError:
+            pass
+        try:
+            stale = os.stat(path).st_mtime < time.time() - LOCK_STALE
+        except FileNotFoundError:
+            continue
+        if stale:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            continue
+        time.sleep(delay)
+        delay *= 2
+    else:
+        raise OSError(f"Lock file is already being held: {path}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def leave_registry_lock(home: str) -> None:
+    """What 0.61.0 sometimes does on its way out: exit with the registry lock still taken."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(registry_lock_path(home))
+
+
 def project_name(home: str, cwd: str, create: bool) -> Optional[str]:
     """The short name of the cwd's project (its basename, numbered when taken), from
-    projects.json; None when the cwd has none and `create` is false."""
+    projects.json under its lock; None when the cwd has none and `create` is false."""
     root = gemini_dir(home)
     path = os.path.join(root, "projects.json")
-    if not create:
-        projects = read_json(path, {}).get("projects") or {}
-        return projects.get(cwd)
+    if not create and not os.path.isdir(root):
+        return None
     _private_dir(root)
-    with flocked(path + ".lock"):
+    with registry_lock(home):
         data = read_json(path, {})
+        if not create:
+            return (data.get("projects") or {}).get(cwd)
         projects = data.get("projects") if isinstance(data.get("projects"), dict) else {}
         if cwd not in projects:
             base = os.path.basename(cwd.rstrip("/")) or "root"
