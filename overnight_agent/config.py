@@ -221,7 +221,7 @@ class RestartConfig:
     healthy_after: float = setting(
         timeparse.parse_duration, "10m", "an attempt that ran this long resets the backoff")
     resume_failures_before_fresh: int = setting(
-        _positive_int, 2, "failed resumes of one thread before a fresh session starts")
+        _positive_int, 2, "failed resumes of one thread (died, or hung silent, before naming it) before a fresh session starts")
     max_per_hour: int = setting(
         _positive_int, 30, "attempts started in any hour before the night pauses (crash-loop cap)")
     rate_limit_backoff: float = setting(

@@ -19,6 +19,7 @@ class AttemptSummary:
     kind: str               # "start" | "resume"
     duration: float         # seconds the attempt ran
     outcome: str
+    announced: bool = True  # the CLI printed the thread it runs (a stall before that: see next_attempt)
 
 
 def backoff_delay(history: Sequence[AttemptSummary], *, initial: float, factor: float,
@@ -52,12 +53,19 @@ def next_attempt(thread_id: Optional[str], history: Sequence[AttemptSummary], *,
     for attempt in reversed(history):
         if attempt.outcome == base.NOT_STARTED:
             continue   # the binary, not the thread: says nothing about resuming it
-        if attempt.kind != "resume" or attempt.outcome != base.CRASHED_BEFORE_THREAD:
+        if attempt.kind != "resume" or not _died_before_thread(attempt):
             break
         failed_resumes += 1
     if failed_resumes >= resume_failures_before_fresh:
-        return NextAttempt(True, f"{failed_resumes} resumes in a row died before the thread started")
+        return NextAttempt(True, f"{failed_resumes} resumes in a row died or hung before the thread started")
     return NextAttempt(False, "resume the same thread")
+
+
+def _died_before_thread(attempt: AttemptSummary) -> bool:
+    """A resume that never got as far as naming its thread: it crashed, or it sat silent until
+    the stall limit (every CLI prints the thread first, so the model or network cannot be why)."""
+    return (attempt.outcome == base.CRASHED_BEFORE_THREAD
+            or (attempt.outcome == base.STALLED and not attempt.announced))
 
 
 # --- after an attempt: what next -------------------------------------------------------------------

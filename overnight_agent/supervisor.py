@@ -359,11 +359,11 @@ class Supervisor:
         self.stop = None
         if reason is not None and reason.ends_night:
             return Step(Phase.FINISHED if reason == StopReason.DEADLINE else Phase.STOPPED, reason.value)
-        return self._after_attempt(attempt, now - live.started)
+        return self._after_attempt(attempt, now - live.started, announced=view.thread_id is not None)
 
-    def _after_attempt(self, attempt: state.Attempt, duration: float) -> Step:
+    def _after_attempt(self, attempt: state.Attempt, duration: float, announced: bool = False) -> Step:
         """What comes after an attempt that ended by itself (or was stopped to be resumed)."""
-        self.durations.append(policy.AttemptSummary(attempt.kind, duration, attempt.outcome))
+        self.durations.append(policy.AttemptSummary(attempt.kind, duration, attempt.outcome, announced))
         if attempt.outcome == base.THREAD_BUSY:
             self._sweep("thread.busy_sweep", grace=self.settings.sigterm_grace)
         now = self.clock()

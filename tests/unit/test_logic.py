@@ -60,6 +60,17 @@ def test_resume_or_fresh():
     mixed = _history(("resume", 1, base.CRASHED_BEFORE_THREAD), ("resume", 0, base.NOT_STARTED),
                      ("resume", 1, base.CRASHED_BEFORE_THREAD))
     assert policy.next_attempt("t1", mixed, resume_failures_before_fresh=2).fresh
+    # Resumes that sat silent until the stall limit, never naming the thread, count as failed
+    # resumes; a stall after the thread was named (a slow model, a long command) does not.
+    silent = [policy.AttemptSummary("resume", 600, base.STALLED, announced=False)] * 2
+    assert policy.next_attempt("t1", silent, resume_failures_before_fresh=2).fresh
+    assert "hung" in policy.next_attempt("t1", silent, resume_failures_before_fresh=2).reason
+    assert not policy.next_attempt("t1", silent[:1], resume_failures_before_fresh=2).fresh
+    busy = [policy.AttemptSummary("resume", 600, base.STALLED, announced=True)] * 3
+    assert not policy.next_attempt("t1", busy, resume_failures_before_fresh=2).fresh
+    # A silent fresh start says nothing about resuming.
+    assert not policy.next_attempt("t1", [policy.AttemptSummary("start", 600, base.STALLED, False)] * 3,
+                                   resume_failures_before_fresh=2).fresh
 
 
 def backend(**kw):

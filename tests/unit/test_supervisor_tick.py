@@ -298,6 +298,42 @@ def test_a_stall_is_stopped_with_sigint_and_the_same_thread_resumed_at_once(tmp_
     assert_allowed(rig.phases)
 
 
+def test_resumes_that_hang_before_naming_the_thread_give_way_to_a_fresh_session(tmp_path):
+    """A resume that never names its thread and sits silent to the stall limit is a failed resume
+    (the CLI is stuck on its own state, not on the model): after two, a fresh session starts."""
+    rig = Rig(tmp_path).start()
+    assert rig.tick() == Phase.RUNNING
+    rig.say("thread T1")
+    rig.processes.last.exit(1)
+    assert rig.tick() == Phase.BACKOFF
+    for _ in range(2):
+        rig.tick(rig.sup.next_start - rig.clock.monotonic())
+        assert rig.sup.phase == Phase.RUNNING and rig.backend.calls[-1][:2] == ("resume", "T1")
+        assert rig.tick(900.0) == Phase.STOPPING     # not a word, not even the thread
+        assert rig.tick() == Phase.BACKOFF
+    assert rig.outcomes() == [base.CRASHED, base.STALLED, base.STALLED]
+    rig.tick(rig.sup.next_start - rig.clock.monotonic())
+    assert rig.sup.phase == Phase.RUNNING
+    assert rig.backend.calls[-1][:2] == ("start", None)
+    assert rig.session.fresh_starts == 1
+    fresh = [e for e in rig.session.events if e["event"] == "fresh_start"]
+    assert fresh and "hung before the thread started" in fresh[0]["reason"], rig.session.events
+    assert_allowed(rig.phases)
+
+
+def test_a_resume_that_named_its_thread_and_then_stalled_is_resumed_again(tmp_path):
+    rig = Rig(tmp_path).start()
+    rig.tick()
+    rig.say("thread T1")
+    for _ in range(3):
+        assert rig.tick(900.0) == Phase.STOPPING
+        assert rig.tick() == Phase.BACKOFF
+        assert rig.tick() == Phase.RUNNING
+        assert rig.backend.calls[-1][:2] == ("resume", "T1")
+        rig.say("thread T1")
+    assert rig.session.fresh_starts == 0
+
+
 def test_a_stalled_agent_that_ignores_sigint_gets_sigterm_then_sigkill_half_a_second_apart(tmp_path):
     rig = Rig(tmp_path, processes=FakeProcesses(on_signal={signal.SIGKILL: -9})).start()
     rig.tick()
