@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import config, faults, fences, gitops, logs, procs, prompt, state, timeparse
+from . import config, faults, fences, gitops, logs, procs, prompt, publish, state, timeparse
 from . import agents, tuning
 from .exitcodes import ConfigError, OvernightError
 from .lock import InstanceLock
@@ -240,6 +240,7 @@ def _create(loaded: config.Loaded, request: RunRequest, now: dt.datetime, log) -
         reports_dir=str(paths.ops_journal_worktree / cfg.repo.reports_dir),
         heartbeat_file=str(paths.run(run_id).heartbeat),
         git_identity={"name": cfg.repo.git_identity.name, "email": cfg.repo.git_identity.email},
+        branches_at_start=publish.night_branches(repo),
     )
     session.note("night.created", timeparse.iso(now), deadline=session.deadline)
     state.save(paths.session_state, session)  # first, so a kill during setup is resumable
@@ -275,7 +276,6 @@ def _publish(loaded: config.Loaded, session: state.Session, log, only_if_pending
     committed; its outcome noted in session.json. Never fatal: the work stays on the local branches.
     `only_if_pending`: not again when a push of this night has succeeded (a night closed by its
     successor)."""
-    from . import publish  # late: only a night that publishes needs it
     if not loaded.config.publish.enabled or (only_if_pending and not publish.pending(session)):
         return
     publish.publish(loaded.config.publish, session, log)

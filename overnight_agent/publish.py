@@ -2,7 +2,7 @@
 ops journal to a remote, so nights run on a cluster can be reviewed in the morning elsewhere.
 
 Owns: which refs a night publishes (`choose`, pure: the night's `overnight/*` branches that match
-`publish.branches`, and its ops-journal branch), reading git's per-ref answer (`parse_porcelain`,
+`publish.branches` and were not there when it began, and its ops-journal branch), reading git's per-ref answer (`parse_porcelain`,
 pure), keeping the credentials of a remote's URL out of every message (`hide_credentials`), the
 push itself (`push`: one `git push` through `gitops.run` with a timeout, every refspec explicit
 and without `+`), and recording its outcome in session.json (`publish`). Must not: push any other
@@ -35,20 +35,26 @@ class Choice:
 
 
 def choose(local: Iterable[str], *, session_branch: str, ops_journal_branch: str, run_id: str,
-           recorded: Iterable[str] = (), pattern: str = "overnight/*") -> Choice:
+           recorded: Iterable[str] = (), pattern: str = "overnight/*",
+           existed: Optional[Iterable[str]] = None) -> Choice:
     """The branches a night publishes, of the local branches `local`: its session branch, the work
     branches it made (`recorded`: the run's branches file, which the agent's git hooks fill; or
     named after the run, like the checkpoint branch), each under `overnight/` and matching
-    `pattern`; then its ops-journal branch. Anything else stays local."""
+    `pattern`; then its ops-journal branch. Anything else stays local. The branches file lies
+    where the agent can write, so `existed` (the `overnight/*` branches there when the night
+    began, from session.json) keeps an earlier night's branch local whatever the file says."""
     local = list(dict.fromkeys(local))
     mine = {session_branch, *recorded}
+    before = set(existed or ()) - {session_branch}
     push, skipped = [], {}
     for name in sorted(local, key=lambda n: (n != session_branch, n)):
         if name == ops_journal_branch:
             continue
         if not name.startswith(BRANCH_PREFIX):
             continue                                   # not the night's kind of branch at all
-        if not (name in mine or run_id in name):
+        if name in before:
+            skipped[name] = "there before this night began"
+        elif not (name in mine or run_id in name):
             skipped[name] = "not made by this night"
         elif not pathglob.match(pattern, name):
             skipped[name] = f"does not match publish.branches ({pattern})"
@@ -135,6 +141,11 @@ def _remote_urls(repo: Path, remote: str) -> Tuple[bool, List[str]]:
     return True, [u for u in urls if u]
 
 
+def night_branches(repo: Path) -> List[str]:
+    """The `overnight/*` branches of `repo` now: what a new night records as there before it."""
+    return [name for name in local_branches(repo) if name.startswith(BRANCH_PREFIX)]
+
+
 def local_branches(repo: Path) -> List[str]:
     out = gitops.git(["for-each-ref", "--format=%(refname)", "refs/heads/"], repo, policy=gitops.Env.READ)
     return [ref[len("refs/heads/"):] for ref in out.splitlines() if ref.startswith("refs/heads/")]
@@ -170,7 +181,7 @@ def publish(settings, session: state.Session, log, now=None) -> Outcome:
         recorded = hookrun.created_branches(str(layout.branches_file)) if layout else {}
         choice = choose(local_branches(repo), session_branch=session.session_branch,
                         ops_journal_branch=session.ops_journal_branch, run_id=session.run_id,
-                        recorded=recorded, pattern=settings.branches)
+                        recorded=recorded, pattern=settings.branches, existed=session.branches_at_start)
         outcome = push(repo, remote, choice.push, settings.timeout)
     except (gitops.GitError, OSError) as exc:   # the repository itself unreadable
         choice = Choice([])

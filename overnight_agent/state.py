@@ -156,6 +156,7 @@ class Session:
     wrap_up_sent: bool = False
     messages_delivered: int = 0     # lines of runs/<run_id>/told.jsonl put into a prompt so far
     fresh_starts: int = 0           # new threads started because a resume failed
+    branches_at_start: Optional[List[str]] = None  # overnight/* branches before the night (publish skips them)
     attempts: List[Attempt] = field(default_factory=list)
     events: List[Dict[str, Any]] = field(default_factory=list)  # notable decisions, for the report
     schema: int = SCHEMA
@@ -254,7 +255,8 @@ _NULL = type(None)
 # fail here but later, in whoever reads it: status, a resuming supervisor, the report.
 _FIELDS = {"thread_id": (str, _NULL), "restarts": (int,), "supervisor_pid": (int, _NULL), "tag": (str,),
            "exec_summary_log": (str,), "reports_dir": (str,), "heartbeat_file": (str,),
-           "wrap_up_sent": (bool,), "messages_delivered": (int,), "fresh_starts": (int,), "schema": (int,)}
+           "wrap_up_sent": (bool,), "messages_delivered": (int,), "fresh_starts": (int,), "schema": (int,),
+           "branches_at_start": (list, _NULL)}
 _ATTEMPT_REQUIRED = ("number", "kind", "started_at", "log")
 _ATTEMPT_FIELDS = {"number": (int,), "kind": (str,), "started_at": (str,), "log": (str,),
                    "pid": (int, _NULL), "pgid": (int, _NULL), "proc_create_time": (float, _NULL),
@@ -318,6 +320,8 @@ def from_dict(data: Any, source: str) -> Session:
     for key in _REQUIRED + tuple(_FIELDS):
         if isinstance(data.get(key), str) and "\0" in data[key]:  # paths, branches, argv: all refuse it
             raise ConfigError(f"{source}: {key}: holds a NUL character; {_ASIDE}")
+    if not all(isinstance(name, str) for name in data.get("branches_at_start") or ()):
+        raise ConfigError(f"{source}: branches_at_start: expected a list of branch names; {_ASIDE}")
     identity = data.get("git_identity", {})
     if not isinstance(identity, dict) or not all(isinstance(v, str) for v in identity.values()):
         raise ConfigError(f"{source}: git_identity: expected an object of strings; {_ASIDE}")

@@ -108,6 +108,32 @@ def test_an_unreachable_remote_is_recorded_and_the_next_start_pushes_that_night(
         session["session_branch"], WORK, session["ops_journal_branch"], second["session_branch"])}
 
 
+def test_an_earlier_nights_branch_the_agent_writes_into_the_branches_file_stays_local(night, tmp_path):
+    """The branches file lies in the agent's own folder: an agent that names an earlier night's
+    branch there (and so gets past the hook) and moves it still cannot have it pushed. The
+    `overnight/*` branches there when the night began are in session.json, out of its reach."""
+    bare = bare_remote(tmp_path)
+    git(night.repo, "branch", "overnight/earlier-night")
+    before = git(night.repo, "rev-parse", "overnight/earlier-night")
+    forge = ("python3 -c \"import json, os; p = os.environ['OVERNIGHT_AGENT_HEARTBEAT'].rsplit('/', 1)[0] + "
+             "'/branches.json'; d = json.load(open(p)); d['branches']['overnight/earlier-night'] = {'by': 'hook'}; "
+             "json.dump(d, open(p, 'w'))\" && git switch -q overnight/earlier-night && echo x > x.txt && "
+             "git add x.txt && git commit -qm 'feat: moved an earlier night' && git switch -q -")
+    with_publish(night, bare)
+    night.scenario([{"shell": forge}, {"shell": MAKE_WORK}, {"hang": True}])
+    code, _, err = helpers.finish(night.start(*NIGHT), timeout=40)
+    assert code == 0, err
+    session = night.session()
+    assert session["branches_at_start"] == ["overnight/earlier-night"]
+    moved = git(night.repo, "rev-parse", "overnight/earlier-night")
+    assert moved != before, "the forged record did not get the agent past the hook: the test shows nothing"
+    refs = remote_refs(bare)
+    assert "refs/heads/overnight/earlier-night" not in refs, refs
+    assert f"refs/heads/{WORK}" in refs and f"refs/heads/{session['session_branch']}" in refs
+    [pushed] = events(session, publish.PUSHED)
+    assert "overnight/earlier-night" not in pushed["pushed"]
+
+
 def test_a_diverged_remote_branch_is_refused_never_forced(night, tmp_path):
     bare = bare_remote(tmp_path)
     # Someone else's commit on the remote under the name the night will use.

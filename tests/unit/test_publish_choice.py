@@ -28,6 +28,17 @@ def test_a_recorded_name_outside_overnight_is_never_pushed():
     assert choose(["main", SESSION, "release"], recorded=["main", "release"]).push == [SESSION]
 
 
+def test_a_branch_there_before_the_night_stays_local_whatever_the_file_says():
+    local = [SESSION, JOURNAL, "overnight/old-item", "overnight/fix-parser"]
+    choice = publish.choose(local, session_branch=SESSION, ops_journal_branch=JOURNAL, run_id=RUN,
+                            recorded=[SESSION, "overnight/old-item", "overnight/fix-parser"],
+                            existed=["overnight/old-item", JOURNAL])
+    assert choice.push == [SESSION, "overnight/fix-parser", JOURNAL]
+    assert choice.skipped == {"overnight/old-item": "there before this night began"}
+    # A session.json of an older version has no snapshot: the file alone decides, as before.
+    assert choose(local, recorded=["overnight/old-item"]).push == [SESSION, "overnight/old-item", JOURNAL]
+
+
 def test_the_pattern_narrows_the_work_branches_but_not_the_journal():
     local = [SESSION, JOURNAL, "overnight/fix-a", "overnight/deep/fix-b"]
     choice = choose(local, recorded=["overnight/fix-a", "overnight/deep/fix-b"], pattern="overnight/session_*")
