@@ -152,11 +152,11 @@ class CodexConfig:
         _string_list, [], "extra environment variables passed to codex (besides PATH, HOME, locale, "
         "the provider key variables and every env_key in codex_home/config.toml)")
     prompt_template: Optional[str] = setting(
-        _optional_string, None, "file replacing the shipped boot prompt (placeholders: see docs)")
+        _optional_string, None, "the old name of prompts.boot (still read, for every agent)")
     resume_prompt_template: Optional[str] = setting(
-        _optional_string, None, "file replacing the shipped resume prompt")
+        _optional_string, None, "the old name of prompts.resume (still read, for every agent)")
     wrap_up_prompt_template: Optional[str] = setting(
-        _optional_string, None, "file replacing the shipped wrap-up prompt")
+        _optional_string, None, "the old name of prompts.wrap_up (still read, for every agent)")
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,19 @@ class GeminiConfig:
     max_attempts: int = setting(
         _positive_int, 3, "general.maxAttempts in the CLI's settings: tries of one model request "
         "(at most 10) before the attempt ends and the supervisor's own backoff takes over")
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    boot: Optional[str] = setting(
+        _optional_string, None, "file replacing the shipped boot prompt, for any agent (placeholders: see docs)")
+    resume: Optional[str] = setting(_optional_string, None, "file replacing the shipped resume prompt")
+    wrap_up: Optional[str] = setting(_optional_string, None, "file replacing the shipped wrap-up prompt")
+
+
+# prompts.<kind> was codex.<old name> before other agents came; the old names are still read.
+PROMPT_OLD_KEYS = {"boot": "prompt_template", "resume": "resume_prompt_template",
+                   "wrap_up": "wrap_up_prompt_template"}
 
 
 @dataclass(frozen=True)
@@ -569,9 +582,11 @@ class Config:
     retention: RetentionConfig = RetentionConfig()
     logs: LogsConfig = LogsConfig()
     publish: PublishConfig = PublishConfig()
+    prompts: PromptsConfig = PromptsConfig()
 
 
-SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ClaudeConfig, GeminiConfig, ScheduleConfig, RestartConfig, StopConfig,
+SECTION_TYPES = (Config, RepoConfig, GitIdentity, CodexConfig, ClaudeConfig, GeminiConfig, PromptsConfig,
+                 ScheduleConfig, RestartConfig, StopConfig,
                  LivenessConfig, BudgetConfig, CommandAgentConfig, ValidationConfig, GuardConfig,
                  NotifyConfig, RetentionConfig)
 
@@ -631,6 +646,22 @@ class Loaded:
     def agent_keys(self) -> "AgentKeys":
         """Where the configured agent's binary, home, model and effort are set."""
         return AGENT_KEYS[self.config.agent]
+
+    def prompt_key(self, kind: str) -> Optional[str]:
+        """The key that replaces the shipped `kind` prompt (`prompts.boot`, or its old name
+        `codex.prompt_template`), None when neither is set."""
+        if getattr(self.config.prompts, kind) is not None:
+            return f"prompts.{kind}"
+        old = PROMPT_OLD_KEYS[kind]
+        return f"codex.{old}" if getattr(self.config.codex, old) is not None else None
+
+    def prompt_template(self, kind: str) -> Optional[Path]:
+        """The file replacing the shipped `kind` prompt (boot, resume, wrap_up), for any agent."""
+        key = self.prompt_key(kind)
+        if key is None:
+            return None
+        section, name = key.split(".")
+        return resolve_path(self.paths.repo_root, getattr(getattr(self.config, section), name))
 
     def agent_model(self) -> Tuple[str, str]:
         """The model and reasoning effort pinned for the night ("" where the CLI has none)."""
@@ -707,6 +738,10 @@ def _check_coherence(cfg: Config, source: str) -> None:
     if cfg.agent == "command" and not cfg.command.argv:
         raise ConfigError(f"{source}: command.argv: missing; `agent: command` needs the argv to run, "
                           "e.g. [my-agent, --prompt, '{prompt}']")
+    for kind, old in PROMPT_OLD_KEYS.items():
+        if getattr(cfg.prompts, kind) is not None and getattr(cfg.codex, old) is not None:
+            raise ConfigError(f"{source}: codex.{old}: the old name of prompts.{kind}, which is set too; "
+                              f"drop codex.{old}")
     if cfg.restart.backoff_max < cfg.restart.backoff_initial:
         raise ConfigError(f"{source}: restart.backoff_max: must not be below restart.backoff_initial")
     if cfg.publish.enabled and cfg.publish.remote is None:
@@ -836,17 +871,18 @@ def load(config_path: Optional[Path], repo_root: Path) -> Loaded:
                               "as UTF-8") from None
         cfg = parse(text, str(source_path))
     paths = resolve_paths(cfg, repo_root)
-    for key in ("prompt_template", "resume_prompt_template", "wrap_up_prompt_template"):
-        value = getattr(cfg.codex, key)
-        if value is not None:
+    loaded = Loaded(cfg, Path(source_path) if source_path else None, paths)
+    for kind in PROMPT_OLD_KEYS:
+        template = loaded.prompt_template(kind)
+        if template is not None:
             from .prompt import PLACEHOLDERS
-            _validate_template(resolve_path(repo_root, value), f"codex.{key}", str(source_path), PLACEHOLDERS)
-    return Loaded(cfg, Path(source_path) if source_path else None, paths)
+            _validate_template(template, loaded.prompt_key(kind), str(source_path), PLACEHOLDERS)
+    return loaded
 
 
 def warnings(loaded: Loaded) -> List[str]:
-    """One line per setting that is valid but probably not what was meant: today, a list whose
-    default entries the config drops (a fence weakened by writing its list out)."""
+    """One line per setting that is valid but probably not what was meant: a list whose default
+    entries the config drops (a fence weakened by writing its list out), a key under its old name."""
     source = str(loaded.source or "<defaults>")
     found = []
     for key, default, _doc in describe():
@@ -864,6 +900,10 @@ def warnings(loaded: Loaded) -> List[str]:
                 f"{source}: {key}: drops {len(dropped)} of its {len(default)} default entries "
                 f"({shown}); to extend the defaults, list additions under {section + '.' if section else ''}"
                 f"extra_{name} or add `- {DEFAULTS_ENTRY}` to the list")
+    for kind, old in PROMPT_OLD_KEYS.items():
+        if getattr(loaded.config.codex, old) is not None:
+            found.append(f"{source}: codex.{old}: the old name of prompts.{kind} (it applies to every "
+                         f"agent); move it to prompts.{kind}")
     return found
 
 

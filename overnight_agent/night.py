@@ -370,8 +370,7 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
     env.update(guard.env)  # after the allowlist, which drops every GIT_* variable
     env.update({procs.TAG_VAR: session.tag, "OVERNIGHT_AGENT_SESSION": str(paths.session_state),
                 "OVERNIGHT_AGENT_HEARTBEAT": str(heartbeat), "OVERNIGHT_AGENT_RUN_ID": session.run_id})
-    prompts = {kind: prompt.template_text(kind, _template_override(loaded, key))
-               for kind, key in prompt.KINDS.items()}
+    prompts = {kind: prompt.template_text(kind, loaded.prompt_template(kind)) for kind in prompt.KINDS}
 
     def values() -> Dict[str, str]:
         now = timeparse.local_now()
@@ -394,9 +393,6 @@ def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: stat
                       notifier=Notifier())
 
 
-def _template_override(loaded: config.Loaded, key: str) -> Optional[Path]:
-    value = getattr(loaded.config.codex, key)
-    return config.resolve_path(loaded.paths.repo_root, value) if value else None
 
 
 def _unique(items):

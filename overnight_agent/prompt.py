@@ -15,8 +15,7 @@ PLACEHOLDERS = (
     "session_worktree", "ops_journal_branch", "ops_journal_worktree", "exec_summary_log",
     "reports_dir", "tool", "heartbeat_file",
 )
-KINDS = {"boot": "prompt_template", "resume": "resume_prompt_template",
-         "wrap_up": "wrap_up_prompt_template"}
+KINDS = ("boot", "resume", "wrap_up")   # each replaceable with prompts.<kind> (config)
 
 
 def shipped(kind: str) -> str:

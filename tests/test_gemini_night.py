@@ -21,7 +21,9 @@ def test_a_gemini_night_names_resumes_and_stops_the_session_and_its_commands(nig
     binary = realgemini.fake_gemini_argv0(night.base / "bin")
     helpers.write_config(night.config, night.base, gemini={"bin": binary, "model": "gemini-2.5-pro"})
     config = yaml.safe_load(night.config.read_text())
-    night.config.write_text(yaml.safe_dump({**config, "agent": "gemini"}, sort_keys=False))
+    (night.base / "boot.md").write_text("Night $run_id: begin (gemini boot)\n")  # prompts.boot: any agent's
+    night.config.write_text(yaml.safe_dump({**config, "agent": "gemini",
+                                            "prompts": {"boot": str(night.base / "boot.md")}}, sort_keys=False))
     home = night.run_root / "gemini_home"
     home.mkdir(parents=True, exist_ok=True)
     scenario = {"invocations": [
@@ -49,6 +51,7 @@ def test_a_gemini_night_names_resumes_and_stops_the_session_and_its_commands(nig
     logs = "".join(p.read_text() for p in run_dir.glob("*_start.log")) + \
         "".join(p.read_text() for p in run_dir.glob("*_resume.log"))
     assert f'"session_id":"{thread}"' in logs
+    assert f"Night {session['run_id']}: begin (gemini boot)" in logs
 
 
 def _gemini_night(night, scenario):

@@ -102,13 +102,38 @@ def test_unquoted_clock_times_are_times_not_base_60_numbers():
     assert (cfg.schedule.deadline, cfg.schedule.window_start) == ("05:30", "19:00")
 
 
-def test_a_prompt_template_with_an_unknown_placeholder_is_refused(tmp_path):
+@pytest.mark.parametrize("section, key", [("prompts", "boot"), ("codex", "prompt_template")])
+def test_a_prompt_template_with_an_unknown_placeholder_is_refused(tmp_path, section, key):
     template = tmp_path / "boot.md"
     template.write_text("Work until $deadline, then $dance.\n")
-    (tmp_path / "c.yaml").write_text(f"version: 2\ncodex:\n  prompt_template: {template}\n")
+    (tmp_path / "c.yaml").write_text(f"version: 2\n{section}:\n  {key}: {template}\n")
     with pytest.raises(ConfigError) as info:
         config.load(tmp_path / "c.yaml", tmp_path)
-    assert "codex.prompt_template" in str(info.value) and "$dance" in str(info.value)
+    assert f"{section}.{key}" in str(info.value) and "$dance" in str(info.value)
+
+
+def test_prompt_templates_live_under_prompts_for_every_agent_and_the_old_names_still_work(tmp_path):
+    for kind in ("boot", "resume", "wrap_up"):
+        (tmp_path / f"{kind}.md").write_text(f"{kind} until $deadline\n")
+    (tmp_path / "new.yaml").write_text("version: 2\nagent: gemini\nprompts:\n  boot: boot.md\n"
+                                       "  resume: resume.md\n  wrap_up: wrap_up.md\n")
+    loaded = config.load(tmp_path / "new.yaml", tmp_path)
+    assert {k: loaded.prompt_template(k) for k in ("boot", "resume", "wrap_up")} == {
+        k: tmp_path / f"{k}.md" for k in ("boot", "resume", "wrap_up")}
+    assert config.warnings(loaded) == []
+    # The old names, from before other agents came: read for any agent, with a warning to move them.
+    (tmp_path / "old.yaml").write_text("version: 2\nagent: claude\ncodex:\n  resume_prompt_template: resume.md\n")
+    old = config.load(tmp_path / "old.yaml", tmp_path)
+    assert old.prompt_template("resume") == tmp_path / "resume.md" and old.prompt_template("boot") is None
+    [warning] = config.warnings(old)
+    assert warning.startswith(f"{tmp_path / 'old.yaml'}: codex.resume_prompt_template: ") and "prompts.resume" in warning
+    # Both names at once: which one was meant is not ours to guess.
+    (tmp_path / "both.yaml").write_text("version: 2\ncodex:\n  prompt_template: boot.md\n"
+                                        "prompts:\n  boot: resume.md\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path / "both.yaml", tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'both.yaml'}: codex.prompt_template: ")
+    assert "drop codex.prompt_template" in str(info.value)
 
 
 def test_check_config_cli_exit_codes_and_output(tmp_path):

@@ -235,12 +235,14 @@ def test_a_bad_setting_is_named_in_its_error(tmp_path, key, value):
 
 
 @FAST
-@given(name=st.sampled_from(["prompt_template", "resume_prompt_template", "wrap_up_prompt_template"]),
+@given(key=st.sampled_from(["prompts.boot", "prompts.resume", "prompts.wrap_up", "codex.prompt_template",
+                            "codex.resume_prompt_template", "codex.wrap_up_prompt_template"]),
        content=st.binary(max_size=100))
-@example(name="prompt_template", content=b"Work until $deadline \xff\n")           # not UTF-8
-def test_any_prompt_template_loads_or_gives_one_line(tmp_path, name, content):
+@example(key="prompts.boot", content=b"Work until $deadline \xff\n")           # not UTF-8
+def test_any_prompt_template_loads_or_gives_one_line(tmp_path, key, content):
     (tmp_path / "boot.md").write_bytes(content)
-    load_config(tmp_path, yaml_text({"version": 2, "codex": {name: "boot.md"}}).encode())
+    section, name = key.split(".")
+    load_config(tmp_path, yaml_text({"version": 2, section: {name: "boot.md"}}).encode())
 
 
 @FAST
