@@ -188,34 +188,38 @@ def test_unknown_id_and_a_taken_session_id_exit_42(sides):
 
 
 @pytest.mark.realgemini
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 def test_a_registry_lock_left_behind_costs_the_next_start_until_it_is_stale(sides):
     """The cause of starts that sat silent for 13 to 51 s (one ran past a 40 s limit in CI):
     0.61.0 can exit with `.gemini/projects.json.lock` still taken, and every start waits for
     that lock until it is 10 s old, retrying after 0.1, 0.2, 0.4 ... s. Both CLIs, side by
-    side: a fresh lock costs more than 12 s; once `after_attempt` (what the supervisor runs
-    after every attempt) has removed it, the same start takes its usual second or two."""
+    side, with a lock left 6 s ago: each waits until it is stale (4 s more, and then its next
+    retry), the lock is taken over and released. Once `after_attempt` (what the supervisor runs
+    after every attempt) has removed a fresh one, the same start takes its usual second or two."""
     for side in sides.values():
         side.script([{"message": "ok"}])
         first = side.run(side.backend.start_argv("hello", side.backend.new_thread_id()))
         assert first.returncode == 0, first.describe()
+    unknown = str(uuid.uuid4())
+    resume = lambda side: side.run(side.backend.resume_argv(unknown, "again"), after=False)  # noqa: E731
+    quick = _side_by_side(sides, resume)  # no lock: the baseline, measured in the same run
     locks = {impl: side.home / ".gemini" / "projects.json.lock" for impl, side in sides.items()}
+    left = time.time() - 4.0   # stale 6 s from now: no start can take it sooner
     for lock in locks.values():
         lock.mkdir()
-    unknown = str(uuid.uuid4())
-    waited = _side_by_side(sides, lambda side: side.run(side.backend.resume_argv(unknown, "again"),
-                                                        timeout=60, after=False))
+        os.utime(lock, (left, left))
+    waited = _side_by_side(sides, resume)
     for impl, result in waited.items():
         assert result.returncode == 42 and not result.timed_out, result.describe()
-        assert result.duration > 12.0, (impl, result.duration)
+        assert result.duration > max(5.5, quick[impl].duration + 2.0), (impl, quick[impl].duration, result.duration)
         assert not locks[impl].exists()  # taken over as stale, then released
     for impl, side in sides.items():
         locks[impl].mkdir()
         assert side.backend.after_attempt(side.repo) == (str(locks[impl]),)
-    quick = _side_by_side(sides, lambda side: side.run(side.backend.resume_argv(unknown, "again")))
-    for impl, result in quick.items():
+    cleared = _side_by_side(sides, resume)
+    for impl, result in cleared.items():
         assert result.returncode == 42, result.describe()
-        assert result.duration < 10.0, (impl, result.duration)
+        assert result.duration < quick[impl].duration + 2.0, (impl, quick[impl].duration, result.duration)
 
 
 def _side_by_side(sides, run):
