@@ -128,7 +128,7 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
         removed = gitops.remove_sandbox_stubs(Path(existing.session_worktree))
         if removed:  # left by a codex killed mid-command along with its supervisor
-            log.info("worktree.stubs_removed", names=list(removed))
+            log.info("agent.leftovers_removed", names=list(removed))
         state.save(paths.session_state, existing)
         logs.tee.open(paths.run(existing.run_id).supervisor_log)
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
