@@ -89,6 +89,7 @@ def run(request: RunRequest, log=None, loaded: Optional[config.Loaded] = None) -
         try:
             _set_up_worktrees(loaded, session, layout, log)
             supervisor = _make_supervisor(loaded, session, layout, log)
+            _clear_leftovers(supervisor, session, log)
             if procs.ss_binary() is None:
                 log.warning("liveness.no_network_evidence", missing="ss",
                             hint="install iproute2: a slowly streaming model may look stalled")
@@ -126,9 +127,6 @@ def _resume_or_create(loaded: config.Loaded, request: RunRequest, now: dt.dateti
         existing.state = state.STARTING  # until the loop runs again
         _attempt_lost(existing, now)
         existing.note("supervisor.restarted", timeparse.iso(now), restarts=existing.restarts)
-        removed = gitops.remove_sandbox_stubs(Path(existing.session_worktree))
-        if removed:  # left by a codex killed mid-command along with its supervisor
-            log.info("agent.leftovers_removed", names=list(removed))
         state.save(paths.session_state, existing)
         logs.tee.open(paths.run(existing.run_id).supervisor_log)
         log.info("night.resumed", run_id=existing.run_id, restarts=existing.restarts,
@@ -351,6 +349,15 @@ def _writable_home(loaded: config.Loaded) -> None:
         raise ConfigError(f"{loaded.source or '<defaults>'}: {key}: {home} is not writable "
                           f"({exc.strerror}); make it writable by this user or point {key} "
                           "elsewhere") from None
+
+
+def _clear_leftovers(supervisor: Supervisor, session: state.Session, log) -> None:
+    """What an earlier attempt left for the first one of this process (codex's sandbox stubs
+    after a kill mid-command, a lock in gemini's home): every process of the night was stopped
+    before setup, so the backend's after-attempt clean-up holds here as it does between attempts."""
+    removed = supervisor.backend.after_attempt(Path(session.session_worktree))
+    if removed:
+        log.info("agent.leftovers_removed", names=list(removed))
 
 
 def _make_supervisor(loaded: config.Loaded, session: state.Session, layout: state.RunLayout,

@@ -31,6 +31,10 @@ def test_a_gemini_night_names_resumes_and_stops_the_session_and_its_commands(nig
         {"steps": [{"message": "resumed"}, {"shell": "sleep 300"}]},
     ]}
     (home / "fake_gemini_scenario.yaml").write_text(yaml.safe_dump(scenario))
+    # A lock an earlier night's CLI left: the first attempt would wait 13 s for it, past this
+    # night's end, had the night not cleared it before starting.
+    (home / ".gemini").mkdir(mode=0o700)
+    (home / ".gemini" / "projects.json.lock").mkdir()
     proc = night.start("--hours", str(6 / 3600))
     code, out, err = helpers.finish(proc, timeout=40)
     assert code == 0, err

@@ -258,7 +258,6 @@ class GeminiBackend:
             "TMPDIR": str(self.tmpdir),            # error reports, shell temp files: per run
         })
         self.ensure_settings()
-        self.clear_left_lock()
         return env
 
     def settings_path(self) -> Path:
@@ -319,9 +318,10 @@ class GeminiBackend:
 
     def clear_left_lock(self, now=time.time) -> Sequence[str]:
         """Remove the registry lock a CLI left (see REGISTRY_LOCK) when nothing can hold it:
-        it is stale by the CLI's own rule, or no live process has this home. Called once the
-        attempt's processes are gone, so a lock of ours is always left over; another night's
-        CLI sharing the home keeps a fresh one. Returns what it removed."""
+        it is stale by the CLI's own rule, or no live process has this home. Called (through
+        `after_attempt`) once the attempt's processes are gone, and before a night's first
+        attempt, so a lock of ours is always left over; another night's CLI sharing the home
+        keeps a fresh one. Returns what it removed."""
         lock = self.home / ".gemini" / REGISTRY_LOCK
         try:
             age = now() - lock.stat().st_mtime
