@@ -27,7 +27,8 @@ Public API:
     kill_process_tree(pid, *, tag=None) sweeps a pid's group, its descendants and any process
                                         whose environment carries OA_TEST_TAG=<tag>
     processes_with_tag(tag) -> list     live processes whose environment has OA_TEST_TAG=<tag>
-    parse_events(text) -> list          the JSON objects among the lines of text
+    split_events(text) -> (events, junk) the JSON objects among the lines of text, and the rest
+    parse_events(text) -> list          the JSON objects alone
     rollout_files(codex_home) -> list   $CODEX_HOME/sessions/**/rollout-*.jsonl
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -333,6 +334,14 @@ def run_codex(argv: Sequence[str], *, cwd: "os.PathLike[str] | str", env: Dict[s
                 proc.wait(timeout=5)
     duration = time.monotonic() - t0
     text = out.decode("utf-8", "replace")
+    events, junk = split_events(text)
+    return CodexRun(argv=list(argv), returncode=proc.returncode, stdout=text,
+                    stderr=err.decode("utf-8", "replace"), duration=duration, timed_out=timed_out,
+                    events=events, non_json_stdout=junk)
+
+
+def split_events(text: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """(the JSON objects among the lines of `text`, its other non-blank lines)."""
     events, junk = [], []
     for line in text.splitlines():
         if not line.strip():
@@ -340,28 +349,17 @@ def run_codex(argv: Sequence[str], *, cwd: "os.PathLike[str] | str", env: Dict[s
         try:
             obj = json.loads(line)
         except ValueError:
-            junk.append(line)
-            continue
+            obj = None
         if isinstance(obj, dict):
             events.append(obj)
         else:
             junk.append(line)
-    return CodexRun(argv=list(argv), returncode=proc.returncode, stdout=text,
-                    stderr=err.decode("utf-8", "replace"), duration=duration, timed_out=timed_out,
-                    events=events, non_json_stdout=junk)
+    return events, junk
 
 
 def parse_events(text: str) -> List[Dict[str, Any]]:
     """The JSON objects among the lines of `text` (anything else is left out)."""
-    events = []
-    for line in text.splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events
+    return split_events(text)[0]
 
 
 def rollout_files(codex_home: "os.PathLike[str] | str") -> List[Path]:
