@@ -647,21 +647,23 @@ class Loaded:
         """Where the configured agent's binary, home, model and effort are set."""
         return AGENT_KEYS[self.config.agent]
 
-    def prompt_key(self, kind: str) -> Optional[str]:
-        """The key that replaces the shipped `kind` prompt (`prompts.boot`, or its old name
-        `codex.prompt_template`), None when neither is set."""
-        if getattr(self.config.prompts, kind) is not None:
-            return f"prompts.{kind}"
+    def _prompt_setting(self, kind: str) -> Tuple[Optional[str], Optional[str]]:
+        """(the key that replaces the shipped `kind` prompt: `prompts.boot`, or its old name
+        `codex.prompt_template`; its value), (None, None) when neither is set."""
+        value = getattr(self.config.prompts, kind)
+        if value is not None:
+            return f"prompts.{kind}", value
         old = PROMPT_OLD_KEYS[kind]
-        return f"codex.{old}" if getattr(self.config.codex, old) is not None else None
+        value = getattr(self.config.codex, old)
+        return (f"codex.{old}", value) if value is not None else (None, None)
+
+    def prompt_key(self, kind: str) -> Optional[str]:
+        return self._prompt_setting(kind)[0]
 
     def prompt_template(self, kind: str) -> Optional[Path]:
         """The file replacing the shipped `kind` prompt (boot, resume, wrap_up), for any agent."""
-        key = self.prompt_key(kind)
-        if key is None:
-            return None
-        section, name = key.split(".")
-        return resolve_path(self.paths.repo_root, getattr(getattr(self.config, section), name))
+        value = self._prompt_setting(kind)[1]
+        return resolve_path(self.paths.repo_root, value) if value is not None else None
 
     def agent_model(self) -> Tuple[str, str]:
         """The model and reasoning effort pinned for the night ("" where the CLI has none)."""
